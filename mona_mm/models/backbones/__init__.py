@@ -1,0 +1,3 @@
+from .peft_swin import PEFTSwinBlock, PEFTSwinTransformer, extract_state_dict
+
+__all__ = ['PEFTSwinBlock', 'PEFTSwinTransformer', 'extract_state_dict']

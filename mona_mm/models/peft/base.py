@@ -1,0 +1,106 @@
+"""What every adapter and every PEFT method provides, so code outside the backbone (MiMi
+pruning, export, summaries) can find, measure and replace adapters without knowing their type.
+"""
+from typing import Dict, Iterator, Optional, Tuple
+
+import torch.nn as nn
+from torch import Tensor
+
+# Where a Swin block can host an adapter (see PEFTSwinBlock.forward):
+#   attn_out:     f(attn(norm1(x)))            applied to the attention branch, before its residual
+#   post_attn:    f(x, hw_shape)               applied after the attention residual (Mona #1)
+#   mlp_parallel: x + mlp(h) + f(h), h=norm2(x) a parallel branch beside the MLP (AdaptFormer)
+#   mlp_out:      f(mlp(norm2(x)))             applied to the MLP branch, before its residual
+#   post_mlp:     f(x, hw_shape)               applied after the MLP residual (Mona #2)
+ADAPTER_POINTS = ('attn_out', 'post_attn', 'mlp_parallel', 'mlp_out', 'post_mlp')
+
+
+class BaseAdapter(nn.Module):
+    """An adapter module with a prunable hidden width.
+
+    Subclasses implement ``forward(x, hw_shape)`` and report ``hidden_dims``. Every parameter
+    of an adapter is trainable under its PEFT method.
+    """
+
+    @property
+    def hidden_dims(self) -> int:
+        """Number of hidden neurons (the width MiMi prunes)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class BasePEFTMethod:
+    """A PEFT method: which adapters go where, and what trains inside the backbone.
+
+    Adding a method means one new file with a subclass registered in ``PEFT_METHODS``.
+    """
+
+    #: The name used in summaries (``FULL``, ``MONA``, ...).
+    name: str = 'BASE'
+
+    def build_adapters(self, embed_dims: int, stage: int,
+                       block: int) -> Dict[str, nn.Module]:
+        """Return ``{point: adapter}`` for one Swin block; points are ``ADAPTER_POINTS``.
+
+        Args:
+            embed_dims: Channel width of the block.
+            stage: Stage index of the block.
+            block: Block index inside its stage.
+        """
+        return {}
+
+    def is_trainable(self, name: str, backbone: nn.Module) -> bool:
+        """Whether backbone parameter ``name`` trains. Default: the adapters' parameters.
+
+        Args:
+            name: Parameter name relative to the backbone.
+            backbone: The backbone holding it.
+        """
+            return inside_adapter(name, backbone)
+
+
+def inside_adapter(name: str, root: nn.Module) -> bool:
+    """Whether the parameter/module called ``name`` in ``root`` lives inside a BaseAdapter."""
+    mod: Optional[nn.Module] = root
+    for part in name.split('.')[:-1]:
+        mod = getattr(mod, part, None)
+        if mod is None:
+            return False
+        if isinstance(mod, BaseAdapter):
+            return True
+    return False
+
+
+def iter_adapters(model: nn.Module) -> Iterator[Tuple[str, BaseAdapter]]:
+    """Yield ``(qualified_name, adapter)`` for every adapter in ``model`` (outermost only).
+
+    Args:
+        model: Any module, e.g. a whole detector.
+    """
+    outer = None
+    for name, mod in model.named_modules():
+        if outer is not None and name.startswith(outer + '.'):
+            continue  # a submodule of an adapter we already yielded
+        if isinstance(mod, BaseAdapter):
+            outer = name
+            yield name, mod
+
+
+def replace_adapter(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Replace the adapter at qualified ``name`` by ``new`` and return the old one.
+
+    Args:
+        model: Model holding the adapter.
+        name: Qualified name as given by :func:`iter_adapters`.
+        new: Replacement (a smaller adapter, or an identity for a vanished one).
+    """
+    parent_name, _, child = name.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old = getattr(parent, child) if not isinstance(parent, nn.ModuleDict) else parent[child]
+    if isinstance(parent, nn.ModuleDict):
+        parent[child] = new
+    else:
+        setattr(parent, child, new)
+    return old

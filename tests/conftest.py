@@ -1,0 +1,33 @@
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+NANO = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+
+
+@pytest.fixture(scope='session')
+def shapes_workspace(tmp_path_factory):
+    """A folder with ``data/shapes`` (small generated dataset) to run configs from."""
+    from mona_mm.datasets import generate_shapes
+    ws = tmp_path_factory.mktemp('ws')
+    generate_shapes(str(ws / 'data' / 'shapes'), num_train=8, num_val=4, num_cls_per_class=8,
+                    seed=1)
+    return ws
+
+
+def run_tool(args, cwd, timeout=900, env=None):
+    """Run a command with the project's interpreter; return stdout+stderr, fail loudly."""
+    full_env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+                    OMP_NUM_THREADS='1', **(env or {}))
+    proc = subprocess.run(args, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f'{args} exited {proc.returncode}:\n{proc.stdout[-6000:]}')
+    return proc.stdout
+
+
+PY = sys.executable

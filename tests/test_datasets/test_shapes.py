@@ -1,0 +1,63 @@
+import hashlib
+import json
+import os.path as osp
+
+import numpy as np
+from PIL import Image
+
+from mona_mm.datasets import SHAPES_CLASSES, generate_shapes
+
+
+def _digest(root):
+    with open(osp.join(root, 'coco', 'annotations', 'instances_train.json'), 'rb') as f:
+        return hashlib.sha1(f.read()).hexdigest()
+
+
+def test_deterministic(tmp_path):
+    a = generate_shapes(str(tmp_path / 'a'), num_train=4, num_val=2, num_cls_per_class=2, seed=5)
+    b = generate_shapes(str(tmp_path / 'b'), num_train=4, num_val=2, num_cls_per_class=2, seed=5)
+    c = generate_shapes(str(tmp_path / 'c'), num_train=4, num_val=2, num_cls_per_class=2, seed=6)
+    assert _digest(tmp_path / 'a') == _digest(tmp_path / 'b') != _digest(tmp_path / 'c')
+    assert set(a) == set(b) == {'coco', 'voc', 'ade', 'cls'}
+
+
+def test_coco_annotations_consistent_with_masks(shapes_workspace):
+    root = shapes_workspace / 'data' / 'shapes'
+    ann = json.loads((root / 'coco' / 'annotations' / 'instances_train.json').read_text())
+    assert [c['name'] for c in ann['categories']] == list(SHAPES_CLASSES)
+    assert len(ann['images']) == 8 and len(ann['annotations']) >= 8
+    from pycocotools import mask as mask_utils
+    for a in ann['annotations']:
+        img = next(i for i in ann['images'] if i['id'] == a['image_id'])
+        rle = mask_utils.frPyObjects(a['segmentation'], img['height'], img['width'])
+        m = mask_utils.decode(mask_utils.merge(rle))
+        ys, xs = np.nonzero(m)
+        x, y, w, h = a['bbox']
+        assert abs(xs.min() - x) <= 2 and abs(xs.max() + 1 - (x + w)) <= 2
+        assert abs(ys.min() - y) <= 2 and abs(ys.max() + 1 - (y + h)) <= 2
+
+
+def test_real_dataset_classes_read_every_format(shapes_workspace):
+    root = str(shapes_workspace / 'data' / 'shapes')
+    from mmdet.datasets import CocoDataset, VOCDataset
+    from mmpretrain.datasets import CustomDataset
+    from mmseg.datasets import BaseSegDataset
+    meta = dict(classes=SHAPES_CLASSES)
+    coco = CocoDataset(data_root=root + '/coco', ann_file='annotations/instances_val.json',
+                       data_prefix=dict(img='val/'), metainfo=meta, pipeline=[])
+    assert len(coco) == 4 and coco[0]['instances']
+    voc = VOCDataset(data_root=root + '/VOCdevkit', ann_file='VOC2007/ImageSets/Main/test.txt',
+                     data_prefix=dict(sub_data_root='VOC2007/'), metainfo=meta, pipeline=[])
+    assert len(voc) == 4 and voc[0]['instances']
+    seg = BaseSegDataset(data_root=root + '/ade', img_suffix='.jpg', seg_map_suffix='.png',
+                         data_prefix=dict(img_path='images/validation',
+                                          seg_map_path='annotations/validation'),
+                         metainfo=dict(classes=('background', ) + SHAPES_CLASSES),
+                         reduce_zero_label=True, pipeline=[])
+    assert len(seg) == 4
+    label = np.array(Image.open(seg[0]['seg_map_path']))
+    assert set(np.unique(label)) <= {1, 2, 3, 4, 5} and 1 in label
+    cls = CustomDataset(data_root=root + '/cls', data_prefix='train', pipeline=[])
+    assert cls.CLASSES == SHAPES_CLASSES or tuple(cls.metainfo['classes']) == tuple(
+        sorted(SHAPES_CLASSES))
+    assert len(cls) == 8 * 4
