@@ -1,0 +1,3 @@
+from .hooks import BackboneCheckpointHook
+
+__all__ = ['BackboneCheckpointHook']

@@ -5,7 +5,8 @@ flag, so ``--resume`` fails on the ``message_hub`` state (``HistoryBuffer`` hold
 arrays). We allow exactly the types mmengine puts there; loading stays ``weights_only`` and any
 other pickled object is still refused.
 """
-from typing import List
+import pickle
+from typing import Any, List
 
 import numpy as np
 import torch
@@ -34,9 +35,28 @@ def mmengine_checkpoint_globals() -> List[object]:
     return allowed
 
 
+def history_buffer_getattr(obj: Any, name: str) -> Any:
+    """Stand-in for ``builtins.getattr`` inside ``weights_only`` loads.
+
+    A ``HistoryBuffer`` pickles its ``statistics_methods`` as ``getattr(HistoryBuffer, 'min')``
+    etc. Allowing the real ``getattr`` would open every attribute of every allowed object
+    (module globals included), so only those statistics methods resolve.
+
+    Args:
+        obj: The object the pickle asks an attribute of.
+        name: The attribute name.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if obj is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'weights_only load refused getattr({obj!r}, {name!r}): only the statistics methods '
+        'of mmengine.logging.HistoryBuffer are allowed')
+
+
 def register_mmengine_safe_globals() -> None:
     """Add mmengine's checkpoint types to torch's ``weights_only`` allow-list (idempotent)."""
     add = getattr(torch.serialization, 'add_safe_globals', None)
     if add is None:  # torch < 2.4 does not load weights_only by default
         return
-    add(mmengine_checkpoint_globals())
+    add(mmengine_checkpoint_globals() + [(history_buffer_getattr, 'builtins.getattr')])

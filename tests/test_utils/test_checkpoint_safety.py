@@ -51,7 +51,6 @@ def _runner(work_dir, max_epochs, resume=False):
 
 def test_weights_only_stays_on():
     assert not os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')
-    assert not os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD') or True
     allowed = torch.serialization.get_safe_globals()
     for obj in mmengine_checkpoint_globals():
         assert obj in allowed
@@ -78,6 +77,22 @@ class Evil:
 
     def __reduce__(self):
         return (os.system, ('echo pwned',))
+
+
+class GetattrEvil:
+    """Asks the allow-listed getattr for something other than a statistics method
+    (a way into the module's globals)."""
+
+    def __reduce__(self):
+        from mmengine.logging.history_buffer import HistoryBuffer
+        return (getattr, (HistoryBuffer, '__init__'))
+
+
+def test_getattr_is_limited_to_history_buffer(tmp_path):
+    path = tmp_path / 'evil_getattr.pth'
+    torch.save({'meta': GetattrEvil()}, path)
+    with pytest.raises(pickle.UnpicklingError, match='only the statistics methods'):
+        torch.load(path, map_location='cpu')
 
 
 def test_arbitrary_pickled_object_is_refused(tmp_path):

@@ -58,7 +58,7 @@ class BasePEFTMethod:
             name: Parameter name relative to the backbone.
             backbone: The backbone holding it.
         """
-            return inside_adapter(name, backbone)
+        return inside_adapter(name, backbone)
 
 
 def inside_adapter(name: str, root: nn.Module) -> bool:

@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
-from mmengine.runner import load_checkpoint
 
 from mona_mm.models import PEFTSwinTransformer
 from tests.conftest import NANO
@@ -95,14 +94,16 @@ def test_official_layout_gives_same_features(tmp_path, source):
 
 
 def test_mmpretrain_checkpoint(tmp_path):
-    from mmpretrain.models import ImageClassifier
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
     torch.manual_seed(0)
-    clf = ImageClassifier(
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        clf = MODELS.build(dict(type='ImageClassifier',
         backbone=dict(type='SwinTransformer', arch=dict(NANO, depths=list(NANO['depths']),
                                                         num_heads=list(NANO['num_heads'])),
                       img_size=64, out_indices=(3, )),
         neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=4, in_channels=256))
+        head=dict(type='LinearClsHead', num_classes=4, in_channels=256)))
     with torch.no_grad():
         for p in clf.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -131,7 +132,9 @@ def test_mmdet_backbone_checkpoint(tmp_path, with_prefix):
     m = _build_pretrained(path, peft=dict(type='Fixed'))
     _assert_loaded(m, det_bb.state_dict())
     x = torch.randn(1, 3, 64, 64)
-    for a, b in zip(m.eval()(x), det_bb.eval()(x)):
+    m.eval()
+    det_bb.eval()  # mmdet's train() returns None, so not chained
+    for a, b in zip(m(x), det_bb(x)):
         torch.testing.assert_close(a, b)
 
 
@@ -187,7 +190,11 @@ class _Detector(nn.Module):
 
 @pytest.mark.parametrize('layout', ['official', 'mmdet_detector'])
 def test_load_from_whole_model(tmp_path, source, layout):
-    """``load_from`` (mmengine's load_checkpoint on the whole model) also understands layouts."""
+    """``load_from`` on the whole model (what Runner.load_checkpoint does: the hook, then
+    mmengine's loader) also understands the layouts."""
+    from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
+
+    from mona_mm.engine import BackboneCheckpointHook
     if layout == 'official':
         ckpt = {'model': _official_from_mmdet(source.state_dict())}
         skip = {f'norm{i}.{p}' for i in range(3) for p in ('weight', 'bias')}
@@ -198,5 +205,8 @@ def test_load_from_whole_model(tmp_path, source, layout):
     path = tmp_path / 'ckpt.pth'
     torch.save(ckpt, path)
     det = _Detector()
-    load_checkpoint(det, str(path), map_location='cpu', strict=False)
+    checkpoint = _load_checkpoint(str(path), map_location='cpu')
+    runner = type('R', (), {'logger': MMLogger.get_current_instance()})()
+    BackboneCheckpointHook().after_load_checkpoint(runner, checkpoint)
+    _load_checkpoint_to_model(det, checkpoint, strict=False)
     _assert_loaded(det.backbone, source.state_dict(), skip=skip)

@@ -1,0 +1,3 @@
+from .backbone_checkpoint_hook import BackboneCheckpointHook
+
+__all__ = ['BackboneCheckpointHook']
