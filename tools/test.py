@@ -7,13 +7,17 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mona_mm  # noqa: F401  (registers our modules and the checkpoint allow-list)
-from mona_mm.utils import prepare_cpu_distributed
+from mona_mm.utils import (is_adapter_checkpoint, load_adapter_checkpoint,
+                           prepare_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file (full, or adapter-only)')
+    parser.add_argument('--base-checkpoint',
+                        help='pretrained backbone for an adapter-only checkpoint (default: the '
+                        'one it records, else model.backbone.init_cfg)')
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
     parser.add_argument('--amp', action='store_true', help='test with mixed precision')
@@ -38,7 +42,8 @@ def main() -> None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = args.checkpoint
+    adapter_only = is_adapter_checkpoint(args.checkpoint)
+    cfg.load_from = None if adapter_only else args.checkpoint
     if args.amp:
         cfg.test_cfg = cfg.get('test_cfg') or dict()
         cfg.test_cfg.fp16 = True
@@ -50,6 +55,10 @@ def main() -> None:
         cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
     prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
+    if adapter_only:  # pretrained backbone + the small trained part
+        load_adapter_checkpoint(runner.model, args.checkpoint, args.base_checkpoint)
+        runner.logger.info(f'adapter-only checkpoint {args.checkpoint} loaded onto its '
+                           'pretrained backbone')
     runner.test()
 
 

@@ -1,3 +1,3 @@
-from .hooks import BackboneCheckpointHook
+from .hooks import AdapterCheckpointHook, BackboneCheckpointHook
 
-__all__ = ['BackboneCheckpointHook']
+__all__ = ['AdapterCheckpointHook', 'BackboneCheckpointHook']

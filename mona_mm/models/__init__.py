@@ -1,10 +1,5 @@
 from .backbones import PEFTSwinBlock, PEFTSwinTransformer, extract_state_dict
-from .peft import (ADAPTER_POINTS, BaseAdapter, BasePEFTMethod, FixedBackbone,
-                   FullFineTuning, Mona, MonaMethod, MonaOp, inside_adapter, iter_adapters,
-                   replace_adapter)
+from .peft import *  # noqa: F401,F403
+from .peft import __all__ as _peft_all
 
-__all__ = [
-    'PEFTSwinBlock', 'PEFTSwinTransformer', 'extract_state_dict', 'ADAPTER_POINTS',
-    'BaseAdapter', 'BasePEFTMethod', 'FixedBackbone', 'FullFineTuning', 'Mona', 'MonaMethod',
-    'MonaOp', 'inside_adapter', 'iter_adapters', 'replace_adapter'
-]
+__all__ = ['PEFTSwinBlock', 'PEFTSwinTransformer', 'extract_state_dict'] + list(_peft_all)

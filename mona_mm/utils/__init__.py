@@ -8,3 +8,14 @@ __all__ = [
 from .params import count_trainable  # noqa: E402
 
 __all__ += ['count_trainable']
+from .adapter_checkpoint import (adapter_state_dict, is_adapter_checkpoint,  # noqa: E402
+                                 load_adapter_checkpoint, make_adapter_checkpoint,
+                                 trained_keys)
+
+__all__ += [
+    'adapter_state_dict', 'is_adapter_checkpoint', 'load_adapter_checkpoint',
+    'make_adapter_checkpoint', 'trained_keys'
+]
+from .build import build_model_from_cfg  # noqa: E402
+
+__all__ += ['build_model_from_cfg']

@@ -47,7 +47,11 @@ def history_buffer_getattr(obj: Any, name: str) -> Any:
         name: The attribute name.
     """
     from mmengine.logging.history_buffer import HistoryBuffer
-    if obj is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+
+    # the four built-ins are registered lazily (in the first HistoryBuffer.__init__), so name
+    # them; user-registered statistics are in _statistics_methods
+    allowed = {'min', 'max', 'current', 'mean'} | set(HistoryBuffer._statistics_methods)
+    if obj is HistoryBuffer and name in allowed:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f'weights_only load refused getattr({obj!r}, {name!r}): only the statistics methods '

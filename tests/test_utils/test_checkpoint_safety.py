@@ -88,6 +88,18 @@ class GetattrEvil:
         return (getattr, (HistoryBuffer, '__init__'))
 
 
+def test_resume_in_a_fresh_process(tmp_path):
+    """Loading in a process that never built a HistoryBuffer (what --resume does)."""
+    import subprocess
+    import sys
+    _runner(tmp_path, max_epochs=1).train()
+    code = ('import torch, mona_mm; c = torch.load(%r, map_location="cpu"); '
+            'print(sorted(c["message_hub"]["log_scalars"])[:1])' % str(tmp_path / 'epoch_1.pth'))
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'train/' in out.stdout
+
+
 def test_getattr_is_limited_to_history_buffer(tmp_path):
     path = tmp_path / 'evil_getattr.pth'
     torch.save({'meta': GetattrEvil()}, path)

@@ -1,3 +1,4 @@
+from .adapter_checkpoint_hook import AdapterCheckpointHook
 from .backbone_checkpoint_hook import BackboneCheckpointHook
 
-__all__ = ['BackboneCheckpointHook']
+__all__ = ['AdapterCheckpointHook', 'BackboneCheckpointHook']

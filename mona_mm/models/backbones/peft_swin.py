@@ -60,9 +60,9 @@ class PEFTSwinBlock(nn.Module):
         h = self.norm2(x)
         out = self.ffn.gamma2(self.ffn.layers(h))
         out = self._adapt('mlp_out', out, hw_shape)
-        if 'mlp_parallel' in self.adapters:
-            out = out + self.adapters['mlp_parallel'](h, hw_shape)
         x = identity + self.ffn.dropout_layer(out)
+        if 'mlp_parallel' in self.adapters:  # outside drop path, as AdaptFormer
+            x = x + self.adapters['mlp_parallel'](h, hw_shape)
         return self._adapt('post_mlp', x, hw_shape)
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
@@ -137,9 +137,10 @@ class PEFTSwinTransformer(SwinTransformer):
             peft if isinstance(peft, BasePEFTMethod) else PEFT_METHODS.build(peft))
         for i, stage in enumerate(self.stages):
             for j, block in enumerate(stage.blocks):
-                adapters = self.peft_method.build_adapters(block.norm1.normalized_shape[0],
-                                                           i, j)
+                dims = block.norm1.normalized_shape[0]
+                adapters = self.peft_method.build_adapters(dims, i, j)
                 stage.blocks[j] = PEFTSwinBlock(block, adapters)
+                self.peft_method.modify_block(stage.blocks[j], dims, i, j)
         self._set_trainable()
 
     # ------------------------------------------------------------------ trainability

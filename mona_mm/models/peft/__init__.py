@@ -1,9 +1,20 @@
+from .adapter import AdapterMethod, BottleneckAdapter
+from .adaptformer import AdaptFormerMethod
 from .base import (ADAPTER_POINTS, BaseAdapter, BasePEFTMethod, inside_adapter,
                    iter_adapters, replace_adapter)
-from .methods import FixedBackbone, FullFineTuning, MonaMethod
-from .mona import Mona, MonaOp
+from .bitfit import BitFit
+from .fixed import FixedBackbone
+from .full import FullFineTuning
+from .lora import LoRAMethod, LoRAQKV, merge_lora
+from .lorand import LoRandAdapter, LoRandMethod, LoRandProjection
+from .mona import Mona, MonaMethod, MonaOp
+from .norm_tuning import NormTuning
+from .partial import PartialTuning
 
 __all__ = [
     'ADAPTER_POINTS', 'BaseAdapter', 'BasePEFTMethod', 'inside_adapter', 'iter_adapters',
-    'replace_adapter', 'FixedBackbone', 'FullFineTuning', 'MonaMethod', 'Mona', 'MonaOp'
+    'replace_adapter', 'AdapterMethod', 'BottleneckAdapter', 'AdaptFormerMethod', 'BitFit',
+    'FixedBackbone', 'FullFineTuning', 'LoRAMethod', 'LoRAQKV', 'merge_lora', 'LoRandAdapter',
+    'LoRandMethod', 'LoRandProjection', 'Mona', 'MonaMethod', 'MonaOp', 'NormTuning',
+    'PartialTuning'
 ]

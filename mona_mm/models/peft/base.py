@@ -22,6 +22,10 @@ class BaseAdapter(nn.Module):
     of an adapter is trainable under its PEFT method.
     """
 
+    #: Own parameters that belong to the wrapped pretrained layer, not to the adapter
+    #: (e.g. the frozen ``weight``/``bias`` of a LoRA-wrapped Linear).
+    frozen_param_names: Tuple[str, ...] = ()
+
     @property
     def hidden_dims(self) -> int:
         """Number of hidden neurons (the width MiMi prunes)."""
@@ -39,6 +43,19 @@ class BasePEFTMethod:
 
     #: The name used in summaries (``FULL``, ``MONA``, ...).
     name: str = 'BASE'
+
+    def modify_block(self, block: nn.Module, embed_dims: int, stage: int, index: int) -> None:
+        """Change a block's own layers in place (e.g. wrap ``attn.w_msa.qkv`` for LoRA).
+
+        Runs at construction, before any weights load, so wrappers must keep the wrapped
+        layer's parameter names (pretrained keys then load unchanged).
+
+        Args:
+            block: The :class:`PEFTSwinBlock`.
+            embed_dims: Channel width of the block.
+            stage: Stage index.
+            index: Block index inside its stage.
+        """
 
     def build_adapters(self, embed_dims: int, stage: int,
                        block: int) -> Dict[str, nn.Module]:
@@ -62,14 +79,23 @@ class BasePEFTMethod:
 
 
 def inside_adapter(name: str, root: nn.Module) -> bool:
-    """Whether the parameter/module called ``name`` in ``root`` lives inside a BaseAdapter."""
+    """Whether parameter ``name`` of ``root`` is an adapter parameter.
+
+    Walks the module path; the first :class:`BaseAdapter` on it owns the parameter unless the
+    adapter declares it as the wrapped layer's own (``frozen_param_names``).
+
+    Args:
+        name: Parameter (or buffer) name relative to ``root``.
+        root: The module holding it.
+    """
     mod: Optional[nn.Module] = root
-    for part in name.split('.')[:-1]:
+    parts = name.split('.')
+    for i, part in enumerate(parts[:-1]):
         mod = getattr(mod, part, None)
         if mod is None:
             return False
         if isinstance(mod, BaseAdapter):
-            return True
+            return '.'.join(parts[i + 1:]) not in mod.frozen_param_names
     return False
 
 

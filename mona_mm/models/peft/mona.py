@@ -1,5 +1,5 @@
 """The Mona adapter (Yin et al., "5%>100%", CVPR 2025), exactly as the authors' runs used it."""
-from typing import Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
-from .base import BaseAdapter
+from mona_mm.registry import PEFT_METHODS
+from .base import BaseAdapter, BasePEFTMethod
 
 
 class MonaOp(nn.Module):
@@ -85,3 +86,28 @@ class Mona(BaseAdapter):
         h = h.permute(0, 2, 3, 1).reshape(B, N, -1)
         h = self.dropout(F.gelu(h))
         return x + self.project2(h)
+
+
+@PEFT_METHODS.register_module(name='Mona')
+class MonaMethod(BasePEFTMethod):
+    """MONA: two Mona adapters per Swin block, after each residual; only they train.
+
+    Args:
+        hidden_dims: Hidden width of every Mona. Defaults to 64.
+        kernel_sizes: Depthwise kernel sizes. Defaults to (3, 5, 7).
+        dropout: Dropout inside Mona. Defaults to 0.1.
+    """
+
+    name = 'MONA'
+
+    def __init__(self, hidden_dims: int = 64, kernel_sizes: Sequence[int] = (3, 5, 7),
+                 dropout: float = 0.1) -> None:
+        self.hidden_dims = hidden_dims
+        self.kernel_sizes = tuple(kernel_sizes)
+        self.dropout = dropout
+
+    def build_adapters(self, embed_dims: int, stage: int, block: int) -> Dict[str, nn.Module]:
+        return {
+            point: Mona(embed_dims, self.hidden_dims, self.kernel_sizes, self.dropout)
+            for point in ('post_attn', 'post_mlp')
+        }

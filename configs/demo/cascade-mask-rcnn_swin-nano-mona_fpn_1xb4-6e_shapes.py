@@ -1,7 +1,8 @@
 # Demo step 2: Mona-tune a Cascade Mask R-CNN on the shapes (COCO format), backbone frozen.
 _base_ = [
-    'mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
-    '../_base_/datasets/shapes_coco_instance.py', '../_base_/models/swin-nano.py'
+    'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py', 'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py', '../_base_/datasets/shapes_coco_instance.py',
+    '../_base_/models/swin-nano.py'
 ]
 # The backbone from demo step 1 (overridable: --cfg-options pretrained=...).
 pretrained = 'work_dirs/demo/pretrain/epoch_20.pth'
@@ -42,16 +43,16 @@ model = dict(
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100),
                   rcnn=dict(max_per_img=20)))
 
-max_epochs = 12
+max_epochs = 6
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
     clip_grad=dict(max_norm=10.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9, 11],
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[5],
          gamma=0.1)
 ]
 default_hooks = dict(logger=dict(interval=20),
-                     checkpoint=dict(interval=4, max_keep_ckpts=2))
+                     checkpoint=dict(interval=2, max_keep_ckpts=2))
 auto_scale_lr = dict(enable=False, base_batch_size=4)

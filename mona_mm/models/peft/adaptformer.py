@@ -1,0 +1,36 @@
+from typing import Dict
+
+import torch.nn as nn
+
+from mona_mm.registry import PEFT_METHODS
+from .adapter import BottleneckAdapter
+from .base import BasePEFTMethod
+
+
+@PEFT_METHODS.register_module(name='AdaptFormer')
+class AdaptFormerMethod(BasePEFTMethod):
+    """ADAPTFORMER: one bottleneck per block, parallel to the MLP, scaled by 0.1:
+    ``x = x + drop_path(mlp(norm2(x))) + 0.1 * adapter(norm2(x))``.
+
+    The adapter reads the *normed* input, as in the AdaptFormer paper (the Mona authors' code
+    feeds it the block input instead).
+
+    Args:
+        hidden_dims: Bottleneck width. Defaults to 64.
+        scale: Branch scale. Defaults to 0.1.
+        dropout: Dropout inside the adapter. Defaults to 0.1.
+    """
+
+    name = 'ADAPTFORMER'
+
+    def __init__(self, hidden_dims: int = 64, scale: float = 0.1, dropout: float = 0.1) -> None:
+        self.hidden_dims = hidden_dims
+        self.scale = scale
+        self.dropout = dropout
+
+    def build_adapters(self, embed_dims: int, stage: int, block: int) -> Dict[str, nn.Module]:
+        return {
+            'mlp_parallel':
+            BottleneckAdapter(embed_dims, self.hidden_dims, self.dropout, residual=False,
+                              scale=self.scale)
+        }

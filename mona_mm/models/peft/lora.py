@@ -1,0 +1,144 @@
+"""LoRA on the q and v parts of Swin's fused qkv projection (Hu et al.; loralib defaults)."""
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from mona_mm.registry import PEFT_METHODS
+from .base import BaseAdapter, BasePEFTMethod
+
+
+class LoRAQKV(nn.Linear, BaseAdapter):
+    """A fused qkv ``Linear`` plus low-rank updates on chosen parts (q, k, v).
+
+    It *is* the pretrained Linear (same ``weight``/``bias`` names, so checkpoints load
+    unchanged; both stay frozen) with ``lora_A`` (parts x r x C) and ``lora_B`` (parts x C x r).
+    The output of part p gains ``scaling * x A_p^T B_p^T``.
+
+    Args:
+        in_features: ``C``.
+        rank: ``r``. Defaults to 64.
+        alpha: ``scaling = alpha / r``. Defaults to 1 (loralib's default).
+        parts: Which of q (0), k (1), v (2) get an update. Defaults to (0, 2).
+        bias: Whether the wrapped Linear has a bias.
+    """
+
+    frozen_param_names = ('weight', 'bias')
+
+    def __init__(self, in_features: int, rank: int = 64, alpha: float = 1.0,
+                 parts: Sequence[int] = (0, 2), bias: bool = True) -> None:
+        nn.Linear.__init__(self, in_features, 3 * in_features, bias=bias)
+        self.parts = tuple(parts)
+        self.rank = rank
+        self.alpha = alpha
+        self.lora_A = nn.Parameter(torch.empty(len(self.parts), rank, in_features))
+        self.lora_B = nn.Parameter(torch.zeros(len(self.parts), in_features, rank))
+        self.reset_lora()
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **kwargs) -> 'LoRAQKV':
+        """Wrap an existing qkv Linear, sharing its weight and bias tensors."""
+        lora = cls(linear.in_features, bias=linear.bias is not None, **kwargs)
+        lora.weight = linear.weight
+        lora.bias = linear.bias
+        return lora
+
+    def reset_lora(self) -> None:
+        """loralib init: A kaiming-uniform, B zero (the update starts at 0)."""
+        for a in self.lora_A:
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B)
+
+    def reset_parameters(self) -> None:
+        # nn.Linear.__init__ calls this before lora_A exists; later calls only reset LoRA.
+        if hasattr(self, 'lora_A'):
+            self.reset_lora()
+        else:
+            nn.Linear.reset_parameters(self)
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+    @property
+    def hidden_dims(self) -> int:
+        return self.lora_A.shape[1]
+
+    def delta_weight(self) -> Tensor:
+        """The (3C x C) update LoRA adds to ``weight``."""
+        C = self.in_features
+        delta = self.weight.new_zeros(3 * C, C)
+        for i, p in enumerate(self.parts):
+            delta[p * C:(p + 1) * C] = (self.lora_B[i] @ self.lora_A[i]) * self.scaling
+        return delta
+
+    def forward(self, x: Tensor, hw_shape=None) -> Tensor:
+        out = F.linear(x, self.weight, self.bias)
+        if self.rank == 0:
+            return out
+        C = self.in_features
+        low = torch.einsum('...c,prc->...pr', x, self.lora_A)
+        up = torch.einsum('...pr,pcr->...pc', low, self.lora_B) * self.scaling
+        chunks = list(out.split(C, dim=-1))
+        for i, p in enumerate(self.parts):
+            chunks[p] = chunks[p] + up[..., i, :]
+        return torch.cat(chunks, dim=-1)
+
+    def merged(self) -> nn.Linear:
+        """A plain Linear whose weight includes the update (for inference)."""
+        delta = self.delta_weight().detach()
+        if not torch.isfinite(delta).all():
+            raise ValueError('LoRA update has non-finite values; refusing to merge')
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        lin = lin.to(self.weight.device, self.weight.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(self.weight + delta)
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin
+
+
+def merge_lora(model: nn.Module) -> int:
+    """Replace every :class:`LoRAQKV` in ``model`` by its merged plain Linear.
+
+    Args:
+        model: Any module holding LoRA layers.
+
+    Returns:
+        How many layers were merged.
+    """
+    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, LoRAQKV)]
+    for name, mod in targets:
+        parent_name, _, child = name.rpartition('.')
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, mod.merged())
+    return len(targets)
+
+
+@PEFT_METHODS.register_module(name='LoRA')
+class LoRAMethod(BasePEFTMethod):
+    """LORA: low-rank updates of q and v in every block's qkv; only they train.
+
+    Args:
+        rank: LoRA rank. Defaults to 64.
+        alpha: Scaling numerator (``alpha / rank``). Defaults to 1.
+        parts: Which of q/k/v are adapted, as a string. Defaults to ``'qv'``.
+    """
+
+    name = 'LORA'
+
+    def __init__(self, rank: int = 64, alpha: float = 1.0, parts: str = 'qv') -> None:
+        bad = set(parts) - set('qkv')
+        if bad or not parts:
+            raise ValueError(f"LoRA parts must be letters of 'qkv', got {parts!r}")
+        self.rank = rank
+        self.alpha = alpha
+        self.parts = tuple('qkv'.index(p) for p in parts)
+
+    def modify_block(self, block: nn.Module, embed_dims: int, stage: int, index: int) -> None:
+        w_msa = block.attn.w_msa
+        w_msa.qkv = LoRAQKV.from_linear(w_msa.qkv, rank=self.rank, alpha=self.alpha,
+                                        parts=self.parts)

@@ -1,0 +1,29 @@
+import torch.nn as nn
+
+from mona_mm.registry import PEFT_METHODS
+from .base import BasePEFTMethod
+
+
+@PEFT_METHODS.register_module(name='Partial')
+class PartialTuning(BasePEFTMethod):
+    """PARTIAL-k: only the last ``num_blocks`` blocks of the last stage train.
+
+    Args:
+        num_blocks: How many trailing blocks train. Defaults to 1 (PARTIAL-1).
+    """
+
+    name = 'PARTIAL-1'
+
+    def __init__(self, num_blocks: int = 1) -> None:
+        if num_blocks < 1:
+            raise ValueError(f'Partial needs num_blocks >= 1, got {num_blocks}')
+        self.num_blocks = num_blocks
+        self.name = f'PARTIAL-{num_blocks}'
+
+    def is_trainable(self, name: str, backbone: nn.Module) -> bool:
+        blocks = backbone.stages[-1].blocks
+        first = max(0, len(blocks) - self.num_blocks)
+        prefix = f'stages.{len(backbone.stages) - 1}.blocks.'
+        if not name.startswith(prefix):
+            return False
+        return int(name[len(prefix):].split('.', 1)[0]) >= first

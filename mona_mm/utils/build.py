@@ -1,0 +1,22 @@
+"""Build a config's model outside a Runner (tools, tests, benchmarks)."""
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope
+from mmengine.utils import import_modules_from_strings
+
+
+def build_model_from_cfg(cfg: Config) -> nn.Module:
+    """Import the config's ``custom_imports`` and build ``cfg.model`` in its default scope.
+
+    Args:
+        cfg: A loaded config (mmdet, mmseg or mmpretrain scope).
+    """
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg.custom_imports)
+    scope = cfg.get('default_scope', 'mmengine')
+    # registers the scope's modules (what Runner does through register_all_modules)
+    utils = __import__(f'{scope}.utils', fromlist=['register_all_modules'])
+    if hasattr(utils, 'register_all_modules'):
+        utils.register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope(scope):
+        return MODELS.build(cfg.model)

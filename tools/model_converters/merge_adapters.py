@@ -1,0 +1,31 @@
+"""Merge an adapter-only checkpoint with its pretrained backbone into a plain full checkpoint.
+
+Usage: python tools/model_converters/merge_adapters.py CONFIG ADAPTER_CKPT OUT
+           [--base-checkpoint PRETRAINED]
+"""
+import argparse
+
+import torch
+from mmengine.config import Config
+
+import mona_mm  # noqa: F401
+from mona_mm.utils import build_model_from_cfg, load_adapter_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('adapter_checkpoint')
+    parser.add_argument('out')
+    parser.add_argument('--base-checkpoint')
+    args = parser.parse_args()
+    cfg = Config.fromfile(args.config)
+    model = build_model_from_cfg(cfg)
+    ckpt = load_adapter_checkpoint(model, args.adapter_checkpoint, args.base_checkpoint)
+    meta = {k: v for k, v in ckpt.get('meta', {}).items() if k != 'mona_mm'}
+    torch.save(dict(meta=meta, state_dict=model.state_dict()), args.out)
+    print(f'wrote full checkpoint {args.out} ({len(model.state_dict())} tensors)')
+
+
+if __name__ == '__main__':
+    main()
