@@ -1,8 +1,5 @@
 # RetinaNet with a Mona Swin-nano on the shapes in Pascal VOC format.
-_base_ = [
-    'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', 'mmdet::_base_/datasets/voc0712.py',
-    '../_base_/models/swin-nano.py'
-]
+_base_ = ['mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py', '../_base_/models/swin-nano.py']
 data_root = 'data/shapes/VOCdevkit/'
 metainfo = dict(classes=('circle', 'square', 'triangle', 'star'))
 model = dict(

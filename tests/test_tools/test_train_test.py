@@ -86,7 +86,6 @@ def test_distributed_two_cpu_processes(shapes_workspace):
                     'train_dataloader.batch_size=4', 'default_hooks.logger.interval=1'],
                    cwd=shapes_workspace, env=env)
     assert 'Distributed training: True' in out
-    assert re.search(r'world_size: 2|World size: 2', out), out[-3000:]
-    # 32 images / (2 ranks x 4) = 4 iterations per epoch
+    # 32 images / (2 ranks x 4) = 4 iterations per epoch (one process would need 8)
     assert re.search(r'Epoch\(train\)\s+\[1\]\[4/4\]', out), out[-3000:]
     assert (wd / 'epoch_1.pth').exists()

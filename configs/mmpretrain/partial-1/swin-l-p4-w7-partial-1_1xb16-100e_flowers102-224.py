@@ -1,0 +1,2 @@
+_base_ = '../_base_/swin-l-p4-w7_1xb16-100e_flowers102-224.py'
+model = dict(backbone=dict(peft=dict(type='Partial')))

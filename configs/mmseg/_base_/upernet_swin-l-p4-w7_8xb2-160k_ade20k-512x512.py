@@ -1,0 +1,28 @@
+# The Mona paper's ADE20K recipe: UperNet, Swin-L (22K), 512x512 crops, 2 images/GPU x 8,
+# AdamW wd 0.01, poly decay (power 1) after a 1500-iter warmup, 160k iterations.
+# Mona: lr 3e-4, drop path 0.2; the baselines' configs set lr 6e-5, drop path 0.3.
+_base_ = [
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+]
+custom_imports = dict(imports=['mona_mm'], allow_failed_imports=False)
+custom_hooks = [dict(type='mona_mm.BackboneCheckpointHook')]
+pretrained = '{{$MONA_MM_PRETRAINED:data/pretrained}}/swin_large_patch4_window7_224_22k.pth'
+model = dict(
+    backbone=dict(
+        _delete_=True, type='mona_mm.PEFTSwinTransformer', arch='large',
+        peft=dict(type='Mona'), window_size=7, drop_path_rate=0.2, out_indices=(0, 1, 2, 3),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    decode_head=dict(in_channels=[192, 384, 768, 1536], num_classes=150),
+    auxiliary_head=dict(in_channels=768, num_classes=150))
+optim_wrapper = dict(
+    _delete_=True, type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=3e-4, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(custom_keys={
+        'absolute_pos_embed': dict(decay_mult=0.),
+        'relative_position_bias_table': dict(decay_mult=0.),
+        'norm': dict(decay_mult=0.)
+    }))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False)
+]

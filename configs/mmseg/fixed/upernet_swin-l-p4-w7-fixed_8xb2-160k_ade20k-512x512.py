@@ -1,0 +1,4 @@
+_base_ = '../_base_/upernet_swin-l-p4-w7_8xb2-160k_ade20k-512x512.py'
+# the authors' baseline settings: lr 6e-5, drop path 0.3
+model = dict(backbone=dict(peft=dict(type='Fixed'), drop_path_rate=0.3))
+optim_wrapper = dict(optimizer=dict(lr=6e-5))
