@@ -18,5 +18,8 @@ def build_model_from_cfg(cfg: Config) -> nn.Module:
     utils = __import__(f'{scope}.utils', fromlist=['register_all_modules'])
     if hasattr(utils, 'register_all_modules'):
         utils.register_all_modules(init_default_scope=False)
+    model_cfg = cfg.model.copy()
+    if cfg.get('data_preprocessor') is not None:  # as Runner does (mmpretrain configs)
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(scope):
-        return MODELS.build(cfg.model)
+        return MODELS.build(model_cfg)

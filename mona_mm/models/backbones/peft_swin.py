@@ -86,13 +86,16 @@ class PEFTSwinTransformer(SwinTransformer):
     Swin checkpoints (with or without ``backbone.``), via ``init_cfg`` or ``load_from``.
 
     Args:
-        arch: ``'tiny'``, ``'small'``, ``'base'``, ``'large'`` or a dict with ``embed_dims``,
-            ``depths`` and ``num_heads``.
+        arch: ``'tiny'`` (default), ``'small'``, ``'base'``, ``'large'`` or a dict with
+            ``embed_dims``, ``depths`` and ``num_heads``.
         peft: The PEFT method config, e.g. ``dict(type='Mona', hidden_dims=64)``; ``'Full'``
             and ``'Fixed'`` are the two trivial baselines.
+        embed_dims, depths, num_heads: The arch spelled as mmdet/mmseg configs do (instead
+            of ``arch``).
         **kwargs: Everything mmdet's ``SwinTransformer`` accepts (``window_size``,
             ``out_indices``, ``drop_path_rate``, ``with_cp``, ``frozen_stages``,
-            ``init_cfg``...).
+            ``init_cfg``...); ``img_size`` (mmpretrain) means ``pretrain_img_size``;
+            ``convert_weights`` is ignored (the checkpoint layout is detected).
     """
 
     arch_zoo = {
@@ -102,17 +105,25 @@ class PEFTSwinTransformer(SwinTransformer):
         'large': dict(embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
     }
 
-    def __init__(self, arch: Union[str, dict] = 'tiny',
+    def __init__(self, arch: Union[str, dict, None] = None,
                  peft: Union[dict, BasePEFTMethod, None] = dict(type='Mona'),
-                 **kwargs) -> None:
-        for key in ('embed_dims', 'depths', 'num_heads'):
-            if key in kwargs:
-                raise TypeError(f'PEFTSwinTransformer: give `{key}` inside `arch=dict(...)`, '
-                                f'not as its own argument')
-        if 'convert_weights' in kwargs or 'pretrained' in kwargs:
-            raise TypeError('PEFTSwinTransformer detects the checkpoint layout itself: use '
-                            "init_cfg=dict(type='Pretrained', checkpoint=...) without "
-                            '`convert_weights`/`pretrained`')
+                 embed_dims: Optional[int] = None, depths: Optional[Sequence[int]] = None,
+                 num_heads: Optional[Sequence[int]] = None, **kwargs) -> None:
+        # mmdet/mmseg Swin configs spell the arch as embed_dims/depths/num_heads and
+        # mmpretrain's as arch + img_size: accept both, so a downstream Swin config switches
+        # with `backbone=dict(type='mona_mm.PEFTSwinTransformer')` alone.
+        explicit = dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads)
+        given = {k: v for k, v in explicit.items() if v is not None}
+        if given and arch is not None:
+            raise ValueError('PEFTSwinTransformer: give either `arch` or embed_dims/depths/'
+                             f'num_heads, not both (got arch={arch!r} and {sorted(given)})')
+        if given:
+            arch = dict(self.arch_zoo['tiny'], **given)
+        arch = 'tiny' if arch is None else arch
+        if 'img_size' in kwargs:  # mmpretrain's name
+            kwargs.setdefault('pretrain_img_size', kwargs.pop('img_size'))
+        # mmdet's flag for Microsoft's key layout: we detect the layout ourselves
+        kwargs.pop('convert_weights', None)
         if isinstance(arch, str):
             if arch.lower() not in self.arch_zoo:
                 raise ValueError(f'Unknown Swin arch {arch!r}; choose one of '

@@ -136,7 +136,7 @@ def test_adapters_can_be_listed_measured_and_replaced():
 @pytest.mark.parametrize('bad,match', [
     (dict(arch='huge'), 'Unknown Swin arch'),
     (dict(arch=dict(embed_dims=32)), 'needs'),
-    (dict(arch='tiny', embed_dims=64), 'inside `arch'),
+    (dict(arch='tiny', embed_dims=64), 'not both'),
     (dict(arch='tiny', peft=dict(type='NoSuchMethod')), 'NoSuchMethod'),
 ])
 def test_bad_arguments_have_clear_errors(bad, match):
@@ -152,3 +152,11 @@ def test_custom_arch_and_hidden_dims():
     expected = sum(2 * (sum(p.numel() for p in Mona(c, 16).parameters())) for c in dims)
     assert count_trainable(bb)['backbone_trainable'] == expected
     copy.deepcopy(bb)  # picklable/copyable like any mm model
+
+
+def test_mmdet_style_arch_arguments_and_mmpretrain_img_size():
+    bb = PEFTSwinTransformer(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8],
+                             convert_weights=True)
+    assert bb.arch['embed_dims'] == 32 and len(bb.stages[2].blocks) == 2
+    bb = PEFTSwinTransformer(arch='tiny', img_size=224, out_indices=(3, ))
+    assert bb.out_indices == (3, )
