@@ -34,6 +34,18 @@ def test_size(cfg: Config) -> Tuple[int, int]:
     return (224, 224)
 
 
+class _BoundSamples(torch.nn.Module):
+    """``model._forward(x, data_samples)`` with the samples bound (as mmdet's get_flops)."""
+
+    def __init__(self, model: torch.nn.Module, data_samples: list) -> None:
+        super().__init__()
+        self.model = model
+        self.data_samples = data_samples
+
+    def forward(self, x: torch.Tensor):
+        return self.model._forward(x, self.data_samples)
+
+
 def flops_of(model: torch.nn.Module, cfg: Config, hw: Tuple[int, int]) -> Optional[float]:
     """GFLOPs of one forward at ``hw`` in tensor mode (mmengine's FlopAnalyzer)."""
     from mmengine.analysis import FlopAnalyzer
@@ -44,9 +56,8 @@ def flops_of(model: torch.nn.Module, cfg: Config, hw: Tuple[int, int]) -> Option
         from mmdet.structures import DetDataSample
         ds = DetDataSample(metainfo=dict(img_shape=(H, W), ori_shape=(H, W), pad_shape=(H, W),
                                          batch_input_shape=(H, W), scale_factor=(1., 1.)))
-        inputs = (x, [ds])
-    else:
-        inputs = (x, )
+        model = _BoundSamples(model, [ds])  # the jit tracer takes tensors only
+    inputs = (x, )
     model.eval()
     with torch.no_grad():
         analyzer = FlopAnalyzer(model, inputs)

@@ -145,7 +145,7 @@ class PEFTSwinTransformer(SwinTransformer):
         if peft is None:
             peft = dict(type='Full')
         self.peft_method: BasePEFTMethod = (
-            peft if isinstance(peft, BasePEFTMethod) else PEFT_METHODS.build(peft))
+            peft if isinstance(peft, BasePEFTMethod) else build_peft_method(peft))
         for i, stage in enumerate(self.stages):
             for j, block in enumerate(stage.blocks):
                 dims = block.norm1.normalized_shape[0]
@@ -295,6 +295,21 @@ class PEFTSwinTransformer(SwinTransformer):
         if unexpected:
             msg += f'; unexpected (ignored): {", ".join(unexpected)}'
         MMLogger.get_current_instance().info(msg)
+
+
+def build_peft_method(cfg: dict) -> BasePEFTMethod:
+    """Build a PEFT method from ``dict(type=..., **kwargs)`` (whatever the default scope).
+
+    Args:
+        cfg: The backbone's ``peft`` field.
+    """
+    cfg = dict(cfg)
+    name = cfg.pop('type', None)
+    cls = PEFT_METHODS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise KeyError(f'{name!r} is not a registered PEFT method; known: '
+                       f'{sorted(PEFT_METHODS.module_dict)}')
+    return cls(**cfg)
 
 
 def extract_state_dict(ckpt: dict) -> Dict[str, Tensor]:
