@@ -6,6 +6,6 @@ from .version import __version__
 # (needed by --resume); this allow-lists exactly mmengine's own types.
 register_mmengine_safe_globals()
 
-from . import datasets, engine, models  # noqa: E402,F401  (register everything)
+from . import datasets, engine, models, pruning  # noqa: E402,F401  (register everything)
 
 __all__ = ['__version__']

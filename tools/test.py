@@ -7,6 +7,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mona_mm  # noqa: F401  (registers our modules and the checkpoint allow-list)
+from mona_mm.pruning import apply_checkpoint_structure
 from mona_mm.utils import (is_adapter_checkpoint, load_adapter_checkpoint,
                            prepare_cpu_distributed)
 
@@ -55,6 +56,8 @@ def main() -> None:
         cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
     prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
+    # a MiMi-pruned checkpoint: rebuild its adapter shapes before its weights load
+    apply_checkpoint_structure(runner.model, args.checkpoint)
     if adapter_only:  # pretrained backbone + the small trained part
         load_adapter_checkpoint(runner.model, args.checkpoint, args.base_checkpoint)
         runner.logger.info(f'adapter-only checkpoint {args.checkpoint} loaded onto its '

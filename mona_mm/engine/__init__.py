@@ -1,3 +1,3 @@
-from .hooks import AdapterCheckpointHook, BackboneCheckpointHook
+from .hooks import AdapterCheckpointHook, BackboneCheckpointHook, MiMiPruningHook
 
-__all__ = ['AdapterCheckpointHook', 'BackboneCheckpointHook']
+__all__ = ['AdapterCheckpointHook', 'BackboneCheckpointHook', 'MiMiPruningHook']

@@ -70,7 +70,11 @@ def make_adapter_checkpoint(model: nn.Module, meta: Optional[dict] = None,
         base_checkpoint: The pretrained backbone the adapters apply to; defaults to the
             backbone's ``init_cfg`` checkpoint.
     """
+    from mona_mm.pruning.structure import STRUCTURE_META_KEY, get_structure
     meta = dict(meta or {})
+    structure = get_structure(model)
+    if structure:  # widths travel with the adapters (MiMi-pruned ones differ from the config)
+        meta.setdefault(STRUCTURE_META_KEY, dict(structure=structure))
     meta['mona_mm'] = dict(format=FORMAT,
                            base_checkpoint=base_checkpoint or base_checkpoint_of(model))
     return dict(meta=meta, state_dict=adapter_state_dict(model))
@@ -116,9 +120,13 @@ def load_adapter_checkpoint(model: nn.Module, path: str,
     if not osp.exists(base):
         raise FileNotFoundError(f'pretrained backbone {base} (referenced by {path}) not found; '
                                 'pass --base-checkpoint PATH')
+    from mona_mm.pruning.structure import apply_structure, checkpoint_structure
     backbone = model.backbone
     backbone.init_cfg = dict(type='Pretrained', checkpoint=base)
     model.init_weights()
+    structure = checkpoint_structure(ckpt)
+    if structure:
+        apply_structure(model, structure)
     missing = sorted(trained_keys(model) - set(ckpt['state_dict']))
     if missing:
         raise KeyError(f'{path} lacks {len(missing)} trained tensors of this model, e.g. '

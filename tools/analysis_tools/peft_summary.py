@@ -74,6 +74,9 @@ def summarise(path: str, checkpoint: Optional[str], shape: Optional[List[int]],
     model = build_model_from_cfg(cfg)
     if checkpoint:
         from mmengine.runner import load_checkpoint
+
+        from mona_mm.pruning import apply_checkpoint_structure
+        apply_checkpoint_structure(model, checkpoint)  # MiMi-pruned: shrink first
         load_checkpoint(model, checkpoint, map_location='cpu', strict=False)
     c = count_trainable(model)
     buf = io.BytesIO()

@@ -1,4 +1,5 @@
 from .adapter_checkpoint_hook import AdapterCheckpointHook
 from .backbone_checkpoint_hook import BackboneCheckpointHook
+from .mimi_pruning_hook import MiMiPruningHook
 
-__all__ = ['AdapterCheckpointHook', 'BackboneCheckpointHook']
+__all__ = ['AdapterCheckpointHook', 'BackboneCheckpointHook', 'MiMiPruningHook']

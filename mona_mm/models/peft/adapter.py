@@ -46,6 +46,12 @@ class BottleneckAdapter(BaseAdapter):
     def hidden_dims(self) -> int:
         return self.down.out_features
 
+    def hidden_param_dims(self) -> Dict[str, Tuple[int, ...]]:
+        return {'down.weight': (0, ), 'down.bias': (0, ), 'up.weight': (1, )}
+
+    def new_with_width(self, width: int) -> 'BottleneckAdapter':
+        return BottleneckAdapter(self.in_dims, width, self.dropout.p, self.residual, self.scale)
+
     def forward(self, x: Tensor, hw_shape: Optional[Tuple[int, int]] = None) -> Tensor:
         out = self.up(self.dropout(F.gelu(self.down(x)))) * self.scale
         return x + out if self.residual else out

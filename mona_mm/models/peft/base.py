@@ -1,8 +1,10 @@
 """What every adapter and every PEFT method provides, so code outside the backbone (MiMi
 pruning, export, summaries) can find, measure and replace adapters without knowing their type.
 """
+from collections import OrderedDict
 from typing import Dict, Iterator, Optional, Tuple
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
@@ -33,6 +35,68 @@ class BaseAdapter(nn.Module):
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    # ---------------------------------------------------------------- structural pruning
+    def hidden_param_dims(self) -> Dict[str, Tuple[int, ...]]:
+        """``{param_name: dims}``: which dims of which own parameters index hidden neurons.
+
+        A parameter may be hidden-indexed on several dims (Mona's 1x1 conv: both sides).
+        """
+        raise NotImplementedError(f'{type(self).__name__} does not support neuron pruning')
+
+    def score_param_names(self) -> Tuple[str, ...]:
+        """The hidden-indexed weights a neuron's importance is measured on (no biases)."""
+        return tuple(n for n in self.hidden_param_dims() if not n.endswith('bias'))
+
+    def new_with_width(self, width: int) -> nn.Module:
+        """A fresh adapter of the same kind and settings with ``width`` hidden neurons."""
+        raise NotImplementedError(f'{type(self).__name__} does not support neuron pruning')
+
+    def vanished(self) -> Optional[nn.Module]:
+        """What replaces this adapter once no neuron is left: None removes it (the block
+        then skips the point, no parameters, no compute)."""
+        return None
+
+    def keep_neurons(self, keep: Tensor) -> nn.Module:
+        """A new, smaller adapter holding only hidden neurons ``keep`` (sorted indices).
+
+        Every hidden-indexed parameter is sliced with ``index_select``; all others are
+        copied. With an empty ``keep`` this is :meth:`vanished`.
+
+        Args:
+            keep: 1-D LongTensor of neuron indices to keep.
+        """
+        if keep.numel() == 0:
+            return self.vanished()
+        keep = keep.to(torch.long).sort().values
+        new = self.new_with_width(int(keep.numel()))
+        dims = self.hidden_param_dims()
+        sd = OrderedDict()
+        for name, t in self.state_dict().items():
+            for d in dims.get(name, ()):
+                t = t.index_select(d, keep.to(t.device))
+            sd[name] = t
+        new.load_state_dict(sd)
+        ref = next(iter(self.parameters()), None)
+        if ref is not None:
+            new = new.to(device=ref.device, dtype=ref.dtype)
+        new.train(self.training)
+        return new
+
+    def param_count(self, width: Optional[int] = None) -> int:
+        """Own trainable parameters at hidden ``width`` (default: the current one)."""
+        m = self.hidden_dims
+        width = m if width is None else width
+        dims = self.hidden_param_dims()
+        total = 0
+        for name, p in self.named_parameters():
+            if name in self.frozen_param_names:
+                continue
+            n = p.numel()
+            for _ in dims.get(name, ()):
+                n = n * width // m if m else 0
+            total += n
+        return total
 
 
 class BasePEFTMethod:

@@ -1,6 +1,6 @@
 """LoRA on the q and v parts of Swin's fused qkv projection (Hu et al.; loralib defaults)."""
 import math
-from typing import Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -66,6 +66,23 @@ class LoRAQKV(nn.Linear, BaseAdapter):
     @property
     def hidden_dims(self) -> int:
         return self.lora_A.shape[1]
+
+    def hidden_param_dims(self) -> Dict[str, Tuple[int, ...]]:
+        return {'lora_A': (1, ), 'lora_B': (2, )}  # rank components
+
+    def new_with_width(self, width: int) -> 'LoRAQKV':
+        new = LoRAQKV(self.in_features, rank=width, alpha=self.alpha, parts=self.parts,
+                      bias=self.bias is not None)
+        # keep the scaling of the trained update: alpha / rank must not change with rank
+        new.alpha = self.alpha * width / self.rank
+        return new
+
+    def vanished(self) -> Optional[nn.Module]:
+        """Rank 0: the plain pretrained Linear again (same tensors)."""
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        lin.weight = self.weight
+        lin.bias = self.bias
+        return lin
 
     def delta_weight(self) -> Tensor:
         """The (3C x C) update LoRA adds to ``weight``."""

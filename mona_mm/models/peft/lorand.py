@@ -62,6 +62,7 @@ class LoRandAdapter(BaseAdapter):
                  inner: int = 8) -> None:
         super().__init__()
         self.in_dims = in_dims
+        self.branches, self.inner = branches, inner
         hidden = in_dims // 2 if hidden_dims is None else hidden_dims
         self.down = LoRandProjection(in_dims, hidden, branches, inner)
         self.up = LoRandProjection(hidden, in_dims, branches, inner, zero_init=True)
@@ -69,6 +70,13 @@ class LoRandAdapter(BaseAdapter):
     @property
     def hidden_dims(self) -> int:
         return self.down.B.shape[-1]
+
+    def hidden_param_dims(self) -> Dict[str, Tuple[int, ...]]:
+        # hidden unit i = output i of the down projection = input i of the up projection
+        return {'down.B': (2, ), 'up.A': (1, )}
+
+    def new_with_width(self, width: int) -> 'LoRandAdapter':
+        return LoRandAdapter(self.in_dims, width, self.branches, self.inner)
 
     def forward(self, x: Tensor, hw_shape: Optional[Tuple[int, int]] = None) -> Tensor:
         return x + self.up(F.gelu(self.down(x)))

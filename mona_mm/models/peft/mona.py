@@ -72,6 +72,19 @@ class Mona(BaseAdapter):
     def hidden_dims(self) -> int:
         return self.project1.out_features
 
+    def hidden_param_dims(self) -> Dict[str, Tuple[int, ...]]:
+        # a hidden channel runs through project1 (rows), every depthwise conv (its own
+        # kernel), the 1x1 conv (as input *and* output channel) and project2 (columns)
+        dims = {'project1.weight': (0, ), 'project1.bias': (0, ), 'project2.weight': (1, ),
+                'adapter_conv.projector.weight': (0, 1), 'adapter_conv.projector.bias': (0, )}
+        for i in range(len(self.adapter_conv.convs)):
+            dims[f'adapter_conv.convs.{i}.weight'] = (0, )
+            dims[f'adapter_conv.convs.{i}.bias'] = (0, )
+        return dims
+
+    def new_with_width(self, width: int) -> 'Mona':
+        return Mona(self.in_dims, width, self.kernel_sizes, self.dropout.p)
+
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         """Args:
             x: Tokens (B, N, C) with N = H * W.

@@ -1,0 +1,208 @@
+"""MiMi (Marouf et al., WACV 2024) as an mmengine hook: iterative global pruning of adapter
+neurons, with the tensors really shrinking."""
+import os.path as osp
+from typing import Dict, Optional
+
+import torch
+import torch.distributed as dist
+from mmengine.dist import all_gather_object, broadcast_object_list, get_rank, is_distributed
+from mmengine.hooks import Hook
+from torch import Tensor
+
+from mona_mm.models.peft.base import iter_adapters
+from mona_mm.pruning import (SCORES, STRUCTURE_META_KEY, adapter_param_total,
+                             apply_structure, get_structure, neuron_scores, prune_adapters,
+                             select_keep, unwrap)
+from mona_mm.registry import HOOKS
+
+META_KEY = STRUCTURE_META_KEY
+
+
+@HOOKS.register_module()
+class MiMiPruningHook(Hook):
+    """Every ``interval`` epochs (or iterations), score the hidden neurons of every adapter,
+    remove a fraction ``rho`` of what remains (globally by default), until the target is met;
+    then stop pruning and keep training.
+
+    The structure (width per adapter, vanished ones at 0) and the pruning progress travel in
+    every checkpoint (``meta['mona_mm_structure']``) and are replayed before weights load, so
+    ``--resume``, ``tools/test.py`` and ``load_from`` rebuild the pruned shapes.
+
+    Args:
+        interval: Prune every ``interval`` epochs (``by_epoch``) or iterations.
+        by_epoch: Count ``interval`` in epochs. Defaults to True.
+        rho: Fraction of remaining neurons removed per step. Defaults to 0.5 (the paper).
+        target_ratio: Stop once initial / current adapter parameters >= this.
+        target_params: Stop once adapter parameters <= this.
+        score: ``'mimi'`` (default), ``'mimi_unnormalized'``, ``'grad_l1'``, ``'random'``.
+        selection: ``'global'`` (default) or ``'local'``.
+        min_neurons: Neurons every adapter keeps; 0 lets adapters vanish. Defaults to 0.
+        max_steps: Safety cap on pruning steps. Defaults to 20.
+        seed: Seed of the ``random`` score.
+        plot: Write the kept/removed plot to the work dir after the run. Defaults to True.
+    """
+
+    priority = 'LOW'  # after the optimizer step of the iteration, before checkpoint saving
+
+    def __init__(self, interval: int = 1, by_epoch: bool = True, rho: float = 0.5,
+                 target_ratio: Optional[float] = None, target_params: Optional[int] = None,
+                 score: str = 'mimi', selection: str = 'global', min_neurons: int = 0,
+                 max_steps: int = 20, seed: int = 0, plot: bool = True) -> None:
+        if target_ratio is None and target_params is None:
+            raise ValueError('MiMiPruningHook needs a target: target_ratio (e.g. 4.0) or '
+                             'target_params')
+        if score not in SCORES:
+            raise ValueError(f'unknown score {score!r}; choose one of {SCORES}')
+        if not 0 < rho < 1:
+            raise ValueError(f'rho must be in (0, 1), got {rho}')
+        if interval < 1:
+            raise ValueError(f'interval must be >= 1, got {interval}')
+        self.interval, self.by_epoch, self.rho = interval, by_epoch, rho
+        self.target_ratio, self.target_params = target_ratio, target_params
+        self.score, self.selection, self.min_neurons = score, selection, min_neurons
+        self.max_steps, self.seed, self.plot = max_steps, seed, plot
+        self.steps = 0
+        self.done = False
+        self.initial_structure: Optional[Dict[str, int]] = None
+        self.initial_params: Optional[int] = None
+        self._grads: Dict[str, Dict[str, Tensor]] = {}
+        self._grad_handles = []
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _target_met(self, params: int) -> bool:
+        if self.target_params is not None and params <= self.target_params:
+            return True
+        if self.target_ratio is not None and params > 0 and \
+                self.initial_params / params >= self.target_ratio:
+            return True
+        return params == 0
+
+    def before_train(self, runner) -> None:
+        if self.initial_structure is None:  # not restored from a checkpoint
+            self.initial_structure = get_structure(runner.model)
+            self.initial_params = adapter_param_total(runner.model)
+        if not self.initial_structure:
+            raise RuntimeError('MiMiPruningHook: the model has no adapters to prune (is the '
+                               "backbone a mona_mm.PEFTSwinTransformer with an adapter PEFT "
+                               'method?)')
+        if self.score == 'grad_l1':
+            self._watch_grads(runner)
+
+    def _watch_grads(self, runner) -> None:
+        for h in self._grad_handles:
+            h.remove()
+        self._grad_handles, self._grads = [], {}
+        for name, adapter in iter_adapters(unwrap(runner.model)):
+            acc = self._grads.setdefault(name, {})
+            for pname in adapter.score_param_names():
+                p = dict(adapter.named_parameters())[pname]
+
+                def hook(param, acc=acc, pname=pname):
+                    g = param.grad.detach().abs()
+                    acc[pname] = acc[pname] + g if pname in acc else g.clone()
+
+                self._grad_handles.append(p.register_post_accumulate_grad_hook(hook))
+
+    # ------------------------------------------------------------------ pruning step
+    def after_train_epoch(self, runner) -> None:
+        if self.by_epoch and self.every_n_epochs(runner, self.interval):
+            self.prune(runner)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not self.by_epoch and self.every_n_train_iters(runner, self.interval):
+            self.prune(runner)
+
+    def prune(self, runner) -> None:
+        """One MiMi step (no-op once the target is met)."""
+        if self.done or self.steps >= self.max_steps:
+            return
+        model = unwrap(runner.model)
+        adapters = dict(iter_adapters(model))
+        gen = torch.Generator().manual_seed(self.seed + self.steps)
+        scores = {n: neuron_scores(a, self.score, self._grads.get(n), gen)
+                  for n, a in adapters.items()}
+
+        def params_at(widths):
+            return sum(adapters[n].param_count(w) for n, w in widths.items())
+
+        keep = select_keep(scores, self.rho, self.selection, self.min_neurons,
+                           stop=lambda w: self._target_met(params_at(w)))
+        if is_distributed():  # identical on every rank, whatever the scores' float noise
+            obj = [keep]
+            broadcast_object_list(obj, src=0)
+            keep = obj[0]
+        optimizer = runner.optim_wrapper.optimizer
+        prune_adapters(model, keep, optimizer)
+        self._after_structure_change(runner)
+        self.steps += 1
+        self._check_ranks_agree(runner)
+        params = adapter_param_total(model)
+        self.done = self._target_met(params)
+        structure = get_structure(model)
+        kept = ' '.join(f'{w}' for w in structure.values())
+        vanished = sum(1 for w in structure.values() if w == 0)
+        runner.logger.info(
+            f'MiMi step {self.steps}: adapter params {self.initial_params:,} -> {params:,} '
+            f'({self.initial_params / max(params, 1):.2f}x), {vanished} adapters vanished'
+            f'{", target met: pruning stops" if self.done else ""}; neurons kept per '
+            f'adapter: {kept}')
+        runner.message_hub.update_scalar('train/mimi_adapter_params', params)
+
+    def _check_ranks_agree(self, runner) -> None:
+        """Under DDP every rank must end a prune with the same shapes."""
+        if not is_distributed():
+            return
+        mine = {n: tuple(p.shape) for n, p in unwrap(runner.model).named_parameters()}
+        everyone = all_gather_object(mine)
+        if any(o != mine for o in everyone):
+            raise RuntimeError('MiMi: ranks disagree on the pruned shapes')
+        runner.logger.info(f'MiMi: pruned shapes identical on all {len(everyone)} ranks')
+
+    def _after_structure_change(self, runner) -> None:
+        if self.score == 'grad_l1':
+            self._watch_grads(runner)
+        # DDP registered the old parameters: wrap the model again
+        if is_distributed() and hasattr(runner.model, 'module'):
+            runner.model = runner.wrap_model(runner.cfg.get('model_wrapper_cfg'),
+                                             runner.model.module)
+            if dist.is_initialized():
+                dist.barrier()
+
+    # ------------------------------------------------------------------ checkpoints
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint.setdefault('meta', {})[META_KEY] = dict(
+            structure=get_structure(runner.model), initial_structure=self.initial_structure,
+            initial_params=self.initial_params, steps=self.steps, done=self.done)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        record = checkpoint.get('meta', {}).get(META_KEY)
+        if not record:
+            return
+        # resume: restore progress; load_from (fine-tune a pruned model): shapes only
+        optimizer = None
+        if getattr(runner, '_resume', False):
+            self.steps, self.done = record['steps'], record['done']
+            self.initial_structure = record['initial_structure']
+            self.initial_params = record['initial_params']
+            optimizer = runner.optim_wrapper.optimizer if hasattr(
+                runner.optim_wrapper, 'optimizer') else None
+        apply_structure(runner.model, record['structure'], optimizer)
+        self._after_structure_change(runner)
+        runner.logger.info(f'MiMi: rebuilt the pruned adapter structure from the checkpoint '
+                           f'({adapter_param_total(runner.model):,} adapter params, '
+                           f'{self.steps} pruning steps done)')
+
+    def after_train(self, runner) -> None:
+        if self.initial_params:
+            params = adapter_param_total(runner.model)
+            runner.logger.info(
+                f'MiMi summary: adapter parameters {self.initial_params:,} -> {params:,} '
+                f'({self.initial_params / max(params, 1):.2f}x fewer) after {self.steps} '
+                'pruning steps')
+
+    def after_run(self, runner) -> None:
+        if self.plot and get_rank() == 0 and self.initial_structure:
+            from mona_mm.pruning.plot import plot_structure
+            out = osp.join(runner.work_dir, 'mimi_neurons.png')
+            plot_structure(get_structure(runner.model), self.initial_structure, out)
+            runner.logger.info(f'MiMi: kept/removed neurons per adapter plotted to {out}')

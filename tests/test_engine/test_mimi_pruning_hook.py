@@ -1,0 +1,159 @@
+"""MiMiPruningHook driven by a real Runner on a toy model with a Mona Swin backbone."""
+import hashlib
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from torch.utils.data import Dataset
+
+from mona_mm.engine import MiMiPruningHook
+from mona_mm.models import PEFTSwinTransformer
+from mona_mm.pruning import adapter_param_total, get_structure
+from tests.conftest import NANO
+
+
+class ToyDetector(BaseModel):
+
+    def __init__(self, method='Mona', hidden=16):
+        super().__init__()
+        kw = dict(rank=hidden) if method == 'LoRA' else dict(hidden_dims=hidden)
+        self.backbone = PEFTSwinTransformer(arch=NANO, peft=dict(type=method, **kw),
+                                            out_indices=(3, ))
+        self.head = nn.Linear(256, 1)
+
+    def forward(self, inputs, labels, mode='tensor'):
+        feat = self.backbone(torch.stack(inputs))[0].mean((2, 3))
+        out = self.head(feat).squeeze(-1)
+        if mode == 'loss':
+            return dict(loss=((out - torch.stack(labels))**2).mean())
+        return out
+
+
+class ToyData(Dataset):
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return dict(inputs=torch.randn(3, 32, 32, generator=g), labels=torch.tensor(i % 2 * 1.))
+
+
+class Crash(Hook):
+    """Simulates a run killed after epoch ``at`` (its checkpoint already written)."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, at):
+        self.at = at
+
+    def after_train_epoch(self, runner):
+        if runner.epoch + 1 == self.at:
+            raise KeyboardInterrupt('simulated crash')
+
+
+def _runner(work_dir, hook, max_epochs=5, resume=False, extra_hooks=(), method='Mona',
+            name='r', **kw):
+    torch.manual_seed(0)
+    return Runner(
+        model=ToyDetector(method), work_dir=str(work_dir),
+        train_dataloader=dict(dataset=ToyData(), sampler=dict(type='DefaultSampler',
+                                                               shuffle=True),
+                              batch_size=4, num_workers=0),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3), clip_grad=dict(max_norm=1.0)),
+        param_scheduler=[dict(type='LinearLR', start_factor=0.1, by_epoch=False, end=3),
+                         dict(type='CosineAnnealingLR', by_epoch=True, T_max=max_epochs)],
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+        custom_hooks=[hook, *extra_hooks], resume=resume, experiment_name=name,
+        default_scope='mmengine', randomness=dict(seed=0), **kw)
+
+
+def _hook(**kw):
+    return dict(dict(type='mona_mm.MiMiPruningHook', interval=1, rho=0.5, target_ratio=4.0, plot=True),
+                **kw)
+
+
+def test_prunes_until_target_then_trains_on(tmp_path):
+    runner = _runner(tmp_path, _hook())
+    before = adapter_param_total(runner.model)
+    runner.train()
+    hook = next(h for h in runner.hooks if isinstance(h, MiMiPruningHook))
+    after = adapter_param_total(runner.model)
+    assert hook.done and before / after >= 4.0
+    assert hook.steps < 5  # stopped pruning before the last epoch
+    assert runner.train_loop.epoch == 5
+    # the optimizer holds exactly the live trainable parameters
+    live = {id(p) for p in runner.model.parameters()}
+    assert all(id(p) in live for g in runner.optim_wrapper.optimizer.param_groups
+               for p in g['params'])
+    assert (tmp_path / 'mimi_neurons.png').exists()
+    log = next(tmp_path.glob('*/*.log')).read_text()
+    assert 'MiMi step 1' in log and 'neurons kept per adapter' in log
+    assert 'MiMi summary' in log
+
+
+@pytest.mark.parametrize('score', ['mimi_unnormalized', 'grad_l1', 'random'])
+def test_other_scores_and_local_selection(tmp_path, score):
+    runner = _runner(tmp_path, _hook(score=score, selection='local', target_ratio=2.0),
+                     max_epochs=2, name=score)
+    runner.train()
+    structure = get_structure(runner.model)
+    # local: every adapter keeps the same share
+    assert len(set(structure.values())) == 1 and 0 < next(iter(structure.values())) < 16
+
+
+def test_min_neurons_floor(tmp_path):
+    runner = _runner(tmp_path, _hook(target_ratio=100.0, min_neurons=2), max_epochs=3,
+                     name='floor')
+    runner.train()
+    assert min(get_structure(runner.model).values()) >= 2
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    ref = _runner(tmp_path / 'ref', _hook(), name='ref')
+    ref.train()
+    crashed = _runner(tmp_path / 'run', _hook(), extra_hooks=[Crash(2)], name='a')
+    with pytest.raises(KeyboardInterrupt):
+        crashed.train()
+    assert (tmp_path / 'run' / 'epoch_2.pth').exists()
+    resumed = _runner(tmp_path / 'run', _hook(), resume=True, name='b')
+    resumed.train()
+    shapes = lambda r: {n: tuple(p.shape) for n, p in r.model.named_parameters()}  # noqa
+    assert get_structure(resumed.model) == get_structure(ref.model)
+    assert shapes(resumed) == shapes(ref)
+    h_ref, h_res = (next(h for h in r.hooks if isinstance(h, MiMiPruningHook))
+                    for r in (ref, resumed))
+    assert (h_res.steps, h_res.done, h_res.initial_params) == \
+        (h_ref.steps, h_ref.done, h_ref.initial_params)
+    assert resumed.train_loop.iter == ref.train_loop.iter
+    lr = lambda r: [g['lr'] for g in r.optim_wrapper.optimizer.param_groups]  # noqa
+    assert lr(resumed) == pytest.approx(lr(ref))
+    st = lambda r: sorted(tuple(s['exp_avg'].shape) for s in  # noqa
+                          r.optim_wrapper.optimizer.state.values())
+    assert st(resumed) == st(ref)
+
+
+def test_failed_resume_keeps_the_last_good_checkpoint(tmp_path):
+    _runner(tmp_path, _hook(), max_epochs=2, name='good').train()
+    ckpt = tmp_path / 'epoch_2.pth'
+    digest = hashlib.sha1(ckpt.read_bytes()).hexdigest()
+    last = (tmp_path / 'last_checkpoint').read_text()
+    # a model of another PEFT method cannot take this pruned structure
+    bad = _runner(tmp_path, _hook(), max_epochs=3, resume=True, method='Adapter', name='bad')
+    with pytest.raises(KeyError, match='does not have'):
+        bad.train()
+    assert hashlib.sha1(ckpt.read_bytes()).hexdigest() == digest
+    assert (tmp_path / 'last_checkpoint').read_text() == last
+
+
+def test_bad_configuration_is_refused():
+    with pytest.raises(ValueError, match='needs a target'):
+        MiMiPruningHook()
+    with pytest.raises(ValueError, match='unknown score'):
+        MiMiPruningHook(target_ratio=2, score='l2')
+    with pytest.raises(ValueError, match='rho'):
+        MiMiPruningHook(target_ratio=2, rho=1.5)
