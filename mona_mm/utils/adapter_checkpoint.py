@@ -121,12 +121,12 @@ def load_adapter_checkpoint(model: nn.Module, path: str,
         raise FileNotFoundError(f'pretrained backbone {base} (referenced by {path}) not found; '
                                 'pass --base-checkpoint PATH')
     from mona_mm.pruning.structure import apply_structure, checkpoint_structure
+    structure = checkpoint_structure(ckpt)
+    if structure:  # MiMi-pruned adapters: shrink before anything loads
+        apply_structure(model, structure)
     backbone = model.backbone
     backbone.init_cfg = dict(type='Pretrained', checkpoint=base)
     model.init_weights()
-    structure = checkpoint_structure(ckpt)
-    if structure:
-        apply_structure(model, structure)
     missing = sorted(trained_keys(model) - set(ckpt['state_dict']))
     if missing:
         raise KeyError(f'{path} lacks {len(missing)} trained tensors of this model, e.g. '

@@ -95,6 +95,12 @@ def summarise(path: str, checkpoint: Optional[str], shape: Optional[List[int]],
                 size_mb=buf.tell() / 2**20, hw=hw, gflops=g)
 
 
+def _fmt_flops(g: Optional[float]) -> str:
+    if g is None:
+        return '-'
+    return f'{g:.1f}' if g >= 100 else f'{g:.3g}'
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('configs', nargs='+')
@@ -118,7 +124,7 @@ def main() -> None:
         lines.append([r['config'], r['method'], f"{r['backbone']:,}", f"{r['other']:,}",
                       f"{r['total']:,}", f"{r['pct']:.2f}", f"{r['size_mb']:.2f}",
                       f"{r['hw'][0]}x{r['hw'][1]}",
-                      '-' if r['gflops'] is None else f"{r['gflops']:.1f}"])
+                      _fmt_flops(r['gflops'])])
     if args.markdown:
         print('| ' + ' | '.join(head) + ' |')
         print('|' + '|'.join('---' for _ in head) + '|')

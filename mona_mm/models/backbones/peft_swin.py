@@ -276,7 +276,10 @@ class PEFTSwinTransformer(SwinTransformer):
         missing = [k for k in own if k not in sd and not is_adapter[k]]
         missing_adapters = [k for k in own if k not in sd and is_adapter[k]]
         structural_unexpected = [k for k in unexpected if k.startswith(('stages.', 'patch_embed.'))]
-        structural_missing = [k for k in missing if k.startswith(('stages.', 'patch_embed.'))]
+        # an adapter-only state dict (no pretrained tensors at all) is partial by design
+        has_pretrained = any(not is_adapter.get(k, False) for k in sd if k in own)
+        structural_missing = [k for k in missing if k.startswith(('stages.', 'patch_embed.'))
+                              ] if has_pretrained else []
         arch = f"embed_dims={self.arch['embed_dims']}, depths={tuple(self.arch['depths'])}"
         if mismatched or structural_unexpected or structural_missing:
             lines = mismatched + [f'{k}: only in checkpoint' for k in structural_unexpected] + \

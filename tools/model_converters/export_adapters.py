@@ -1,0 +1,47 @@
+"""Export the trained part of a (MiMi-pruned or not) checkpoint as a compact adapter-only
+checkpoint that records its adapter structure and the pretrained backbone it applies to.
+
+Usage: python tools/model_converters/export_adapters.py CONFIG CKPT OUT
+           [--base-checkpoint PRETRAINED]
+
+Load it for inference with ``tools/test.py CONFIG OUT`` (the pretrained backbone comes from
+the recorded path, ``--base-checkpoint``, or the config's ``init_cfg``).
+"""
+import argparse
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config
+from mmengine.runner import load_checkpoint
+
+import mona_mm  # noqa: F401
+from mona_mm.pruning import adapter_param_total, apply_checkpoint_structure
+from mona_mm.utils import build_model_from_cfg, make_adapter_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('out')
+    parser.add_argument('--base-checkpoint',
+                        help='pretrained backbone to record (default: the config init_cfg)')
+    args = parser.parse_args()
+    cfg = Config.fromfile(args.config)
+    base = args.base_checkpoint or cfg.model.backbone.get('init_cfg', {}).get('checkpoint')
+    cfg.model.backbone.init_cfg = None  # the backbone weights come from the checkpoint
+    model = build_model_from_cfg(cfg)
+    apply_checkpoint_structure(model, args.checkpoint)
+    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=False)
+    ckpt = make_adapter_checkpoint(model, base_checkpoint=base)
+    tmp = args.out + '.tmp'
+    torch.save(ckpt, tmp)
+    os.replace(tmp, args.out)  # never leave a half-written file under the final name
+    print(f'wrote {args.out}: {len(ckpt["state_dict"])} tensors, '
+          f'{adapter_param_total(model):,} adapter params, '
+          f'{osp.getsize(args.out) / 2**20:.2f} MB (base: {base})')
+
+
+if __name__ == '__main__':
+    main()
