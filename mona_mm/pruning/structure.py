@@ -160,17 +160,22 @@ def checkpoint_structure(checkpoint: dict) -> Optional[Dict[str, int]]:
 
 
 def apply_checkpoint_structure(model: nn.Module, path: str) -> bool:
-    """Shrink ``model`` to the structure recorded in checkpoint ``path`` (if any).
+    """Give ``model`` the form checkpoint ``path`` was saved in, before its weights load:
+    the MiMi-pruned adapter widths, and the re-parameterised (deploy) adapters.
 
     Args:
         model: Freshly built model (wrapped or not).
         path: Checkpoint file.
 
     Returns:
-        Whether a structure was applied.
+        Whether the model was changed.
     """
-    structure = checkpoint_structure(torch.load(path, map_location='cpu'))
-    if structure is None:
-        return False
-    apply_structure(model, structure)
-    return True
+    from mona_mm.models.peft.reparameterize import DEPLOY_META_KEY, reparameterize
+    ckpt = torch.load(path, map_location='cpu')
+    structure = checkpoint_structure(ckpt)
+    if structure is not None:
+        apply_structure(model, structure)
+    deploy = bool((ckpt.get('meta') or {}).get(DEPLOY_META_KEY))
+    if deploy:
+        reparameterize(model)
+    return structure is not None or deploy

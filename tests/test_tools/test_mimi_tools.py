@@ -59,6 +59,14 @@ def test_summary_export_and_plot_on_pruned_checkpoint(pruned_run, shapes_workspa
                      '--work-dir', str(wd / 'test_full')], cwd=shapes_workspace)
     acc = [re.findall(r'accuracy/top1: ([0-9.]+)', o)[-1] for o in (out, full)]
     assert acc[0] == acc[1]
+    # re-parameterised (deploy) checkpoint: same predictions
+    deploy = wd / 'deploy.pth'
+    res = run_tool([PY, osp.join(ROOT, 'tools', 'model_converters', 'reparameterize.py'), CFG,
+                    str(wd / 'epoch_4.pth'), str(deploy)], cwd=shapes_workspace)
+    assert 'folded' in res
+    dep = run_tool([PY, osp.join(ROOT, 'tools', 'test.py'), CFG, str(deploy), '--work-dir',
+                    str(wd / 'test_deploy')], cwd=shapes_workspace)
+    assert re.findall(r'accuracy/top1: ([0-9.]+)', dep)[-1] == acc[1]
     png = wd / 'plot.png'
     run_tool([PY, osp.join(ROOT, 'tools', 'analysis_tools', 'plot_mimi.py'), CFG,
               str(wd / 'epoch_4.pth'), str(png)], cwd=shapes_workspace)

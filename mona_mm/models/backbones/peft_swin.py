@@ -281,6 +281,13 @@ class PEFTSwinTransformer(SwinTransformer):
         structural_missing = [k for k in missing if k.startswith(('stages.', 'patch_embed.'))
                               ] if has_pretrained else []
         arch = f"embed_dims={self.arch['embed_dims']}, depths={tuple(self.arch['depths'])}"
+        if mismatched and all(is_adapter.get(m.split(':')[0], False) for m in mismatched) \
+                and not (structural_unexpected or structural_missing):
+            raise ValueError(
+                f'Adapter widths in the checkpoint differ from this model ({len(mismatched)} '
+                f'tensors, e.g. {mismatched[0]}): a MiMi-pruned checkpoint? Rebuild its '
+                'structure first (tools/test.py and --resume do; in code: '
+                'mona_mm.pruning.apply_checkpoint_structure).')
         if mismatched or structural_unexpected or structural_missing:
             lines = mismatched + [f'{k}: only in checkpoint' for k in structural_unexpected] + \
                 [f'{k}: missing from checkpoint' for k in structural_missing]

@@ -7,14 +7,17 @@ from .fixed import FixedBackbone
 from .full import FullFineTuning
 from .lora import LoRAMethod, LoRAQKV, merge_lora
 from .lorand import LoRandAdapter, LoRandMethod, LoRandProjection
-from .mona import Mona, MonaMethod, MonaOp
+from .mona import (Mona, MonaDeploy, MonaMethod, MonaOp, MonaReference,
+                   MonaReferenceMethod)
 from .norm_tuning import NormTuning
 from .partial import PartialTuning
+from .reparameterize import DEPLOY_META_KEY, reparameterize
 
 __all__ = [
     'ADAPTER_POINTS', 'BaseAdapter', 'BasePEFTMethod', 'inside_adapter', 'iter_adapters',
     'replace_adapter', 'AdapterMethod', 'BottleneckAdapter', 'AdaptFormerMethod', 'BitFit',
     'FixedBackbone', 'FullFineTuning', 'LoRAMethod', 'LoRAQKV', 'merge_lora', 'LoRandAdapter',
-    'LoRandMethod', 'LoRandProjection', 'Mona', 'MonaMethod', 'MonaOp', 'NormTuning',
-    'PartialTuning'
+    'LoRandMethod', 'LoRandProjection', 'Mona', 'MonaDeploy', 'MonaMethod', 'MonaOp',
+    'MonaReference', 'MonaReferenceMethod', 'NormTuning',
+    'PartialTuning', 'DEPLOY_META_KEY', 'reparameterize'
 ]

@@ -31,9 +31,32 @@ class MonaOp(nn.Module):
         x = sum(conv(x) for conv in self.convs) / len(self.convs) + x
         return x + self.projector(x)
 
+    def folded_depthwise(self) -> Tuple[Tensor, Tensor]:
+        """One depthwise kernel (m, 1, K, K) and bias equal to ``mean(convs) + identity``."""
+        k = max(c.kernel_size[0] for c in self.convs)
+        n = len(self.convs)
+        kernel = None
+        for c in self.convs:
+            p = (k - c.kernel_size[0]) // 2
+            w = F.pad(c.weight, (p, p, p, p))
+            kernel = w if kernel is None else kernel + w
+        kernel = kernel / n
+        eye = torch.zeros_like(kernel)
+        eye[:, :, k // 2, k // 2] = 1.0
+        bias = sum(c.bias for c in self.convs) / n
+        return kernel + eye, bias
 
-class Mona(BaseAdapter):
-    """Mona: scaled LayerNorm -> down -> MonaOp -> GELU -> dropout -> up, plus the residual.
+    def folded_projector(self) -> Tuple[Tensor, Tensor]:
+        """``(P + I, b)``: the 1x1 conv with its identity, as a Linear weight."""
+        w = self.projector.weight[:, :, 0, 0]
+        return w + torch.eye(w.shape[0], dtype=w.dtype, device=w.device), self.projector.bias
+
+
+class MonaReference(BaseAdapter):
+    """Mona written straightforwardly, as the authors do: scaled LayerNorm -> down ->
+    (B, m, H, W) -> three depthwise convs averaged + identity -> 1x1 conv + identity ->
+    (B, N, m) -> GELU -> dropout -> up, plus the residual. Kept as the numerical reference
+    (and the ``mona_reference`` benchmark mode); :class:`Mona` computes the same faster.
 
     Parameters with ``hidden_dims=64``: ``133 * in_dims + 9728``.
 
@@ -82,8 +105,8 @@ class Mona(BaseAdapter):
             dims[f'adapter_conv.convs.{i}.bias'] = (0, )
         return dims
 
-    def new_with_width(self, width: int) -> 'Mona':
-        return Mona(self.in_dims, width, self.kernel_sizes, self.dropout.p)
+    def new_with_width(self, width: int) -> 'MonaReference':
+        return type(self)(self.in_dims, width, self.kernel_sizes, self.dropout.p)
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         """Args:
@@ -98,6 +121,99 @@ class Mona(BaseAdapter):
         h = self.adapter_conv(h)
         h = h.permute(0, 2, 3, 1).reshape(B, N, -1)
         h = self.dropout(F.gelu(h))
+        return x + self.project2(h)
+
+
+class Mona(MonaReference):
+    """Mona with the reference's parameters and numerics, computed with fewer kernels.
+
+    * the scaled LayerNorm is one ``layer_norm`` with weight/bias pre-multiplied by
+      ``gamma`` plus one ``addcmul`` for ``x * gammax``;
+    * the three depthwise convs, their average and the identity are folded into one
+      depthwise kernel built on the fly (gradients still reach the three kernels);
+    * the 1x1 conv and its identity become one ``linear`` on the token layout, so the
+      hidden map is never permuted into a separate NCHW copy: the depthwise conv reads a
+      channels-last view of the tokens.
+
+    Matches :class:`MonaReference` to float32 rounding (tests: rtol 1e-5, atol 1e-5 on
+    outputs and gradients). Same constructor and state-dict keys as the reference.
+    """
+
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        B, N, C = x.shape
+        H, W = hw_shape
+        norm = self.norm
+        h = torch.addcmul(
+            F.layer_norm(x, (C, ), norm.weight * self.gamma, norm.bias * self.gamma,
+                         norm.eps), x, self.gammax)
+        h = self.project1(h)
+        m = h.shape[-1]
+        kernel, bias = self.adapter_conv.folded_depthwise()
+        k = kernel.shape[-1]
+        h = F.conv2d(h.view(B, H, W, m).permute(0, 3, 1, 2), kernel, bias, padding=k // 2,
+                     groups=m)
+        h = h.permute(0, 2, 3, 1).reshape(B, N, m)
+        weight, bias = self.adapter_conv.folded_projector()
+        h = self.dropout(F.gelu(F.linear(h, weight, bias)))
+        return x + self.project2(h)
+
+    def to_deploy(self) -> 'MonaDeploy':
+        """The inference form: folded kernel and projector stored as plain layers."""
+        return MonaDeploy.from_mona(self)
+
+
+class MonaDeploy(BaseAdapter):
+    """Re-parameterised Mona for inference (see :func:`mona_mm.models.reparameterize`):
+    LayerNorm with ``gamma`` folded in, one depthwise conv (the three kernels, their
+    average and the identity) and one ``Linear`` (the 1x1 conv plus identity).
+
+    Args:
+        in_dims: Token channels.
+        hidden_dims: Hidden width.
+        kernel_size: Size of the folded depthwise kernel.
+    """
+
+    def __init__(self, in_dims: int, hidden_dims: int, kernel_size: int) -> None:
+        super().__init__()
+        self.in_dims = in_dims
+        self.norm = nn.LayerNorm(in_dims)
+        self.gammax = nn.Parameter(torch.ones(in_dims))
+        self.project1 = nn.Linear(in_dims, hidden_dims)
+        self.dw = nn.Conv2d(hidden_dims, hidden_dims, kernel_size, padding=kernel_size // 2,
+                            groups=hidden_dims)
+        self.proj = nn.Linear(hidden_dims, hidden_dims)
+        self.project2 = nn.Linear(hidden_dims, in_dims)
+
+    @classmethod
+    def from_mona(cls, mona: MonaReference) -> 'MonaDeploy':
+        kernel, kbias = mona.adapter_conv.folded_depthwise()
+        pw, pb = mona.adapter_conv.folded_projector()
+        new = cls(mona.in_dims, mona.hidden_dims, kernel.shape[-1])
+        with torch.no_grad():
+            new.norm.weight.copy_(mona.norm.weight * mona.gamma)
+            new.norm.bias.copy_(mona.norm.bias * mona.gamma)
+            new.norm.eps = mona.norm.eps
+            new.gammax.copy_(mona.gammax)
+            new.project1.load_state_dict(mona.project1.state_dict())
+            new.dw.weight.copy_(kernel)
+            new.dw.bias.copy_(kbias)
+            new.proj.weight.copy_(pw)
+            new.proj.bias.copy_(pb)
+            new.project2.load_state_dict(mona.project2.state_dict())
+        ref = mona.project1.weight
+        return new.to(ref.device, ref.dtype).train(mona.training)
+
+    @property
+    def hidden_dims(self) -> int:
+        return self.project1.out_features
+
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        B, N, C = x.shape
+        H, W = hw_shape
+        h = self.project1(torch.addcmul(self.norm(x), x, self.gammax))
+        m = h.shape[-1]
+        h = self.dw(h.view(B, H, W, m).permute(0, 3, 1, 2))
+        h = F.gelu(self.proj(h.permute(0, 2, 3, 1).reshape(B, N, m)))
         return x + self.project2(h)
 
 
@@ -122,5 +238,19 @@ class MonaMethod(BasePEFTMethod):
     def build_adapters(self, embed_dims: int, stage: int, block: int) -> Dict[str, nn.Module]:
         return {
             point: Mona(embed_dims, self.hidden_dims, self.kernel_sizes, self.dropout)
+            for point in ('post_attn', 'post_mlp')
+        }
+
+
+@PEFT_METHODS.register_module(name='MonaReference')
+class MonaReferenceMethod(MonaMethod):
+    """MONA with the straightforward :class:`MonaReference` adapters (benchmark baseline)."""
+
+    name = 'MONA-REF'
+
+    def build_adapters(self, embed_dims: int, stage: int, block: int) -> Dict[str, nn.Module]:
+        return {
+            point: MonaReference(embed_dims, self.hidden_dims, self.kernel_sizes,
+                                 self.dropout)
             for point in ('post_attn', 'post_mlp')
         }

@@ -1,0 +1,199 @@
+"""Train-step time, peak memory and inference latency of PEFT modes on a Swin backbone,
+each also as a ratio to full fine-tuning / plain inference measured in the same run.
+
+Usage:
+  python tools/analysis_tools/benchmark_peft.py --arch base --size 800 1216 --batch 2 \\
+      --dtype fp32 bf16 --modes full fixed mona_reference mona mona_mimi adapter lora \\
+      --json work_dirs/bench.json
+
+Train step = forward + backward + AdamW step (optimizer over trainable parameters only).
+Inference = eval forward under no_grad; Mona/LoRA modes are re-parameterised first.
+Peak memory: CUDA max allocated; on CPU each mode runs in its own process and reports its
+peak RSS (which includes the interpreter and the weights).
+"""
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+import torch
+
+import mona_mm  # noqa: F401
+from mona_mm.models import PEFTSwinTransformer, iter_adapters, reparameterize
+from mona_mm.pruning import adapter_param_total, neuron_scores, prune_adapters, select_keep
+from mona_mm.utils import count_trainable
+
+MODES = {
+    'full': dict(type='Full'), 'fixed': dict(type='Fixed'), 'bitfit': dict(type='BitFit'),
+    'norm_tuning': dict(type='NormTuning'), 'partial_1': dict(type='Partial'),
+    'adapter': dict(type='Adapter'), 'lora': dict(type='LoRA'),
+    'adaptformer': dict(type='AdaptFormer'), 'lorand': dict(type='LoRand'),
+    'mona_reference': dict(type='MonaReference'), 'mona': dict(type='Mona'),
+    'mona_mimi': dict(type='Mona'),
+}
+
+
+def build(mode: str, arch, mimi_ratio: float, device: str, with_cp: bool):
+    bb = PEFTSwinTransformer(arch=arch, peft=MODES[mode], with_cp=with_cp)
+    if mode == 'mona_mimi':  # global MiMi selection on the (random-init) weights
+        adapters = dict(iter_adapters(bb))
+        scores = {n: neuron_scores(a, 'mimi') for n, a in adapters.items()}
+        total = sum(a.hidden_dims for a in adapters.values())
+        keep_n = int(total / mimi_ratio)
+        rho = 1 - keep_n / total
+        prune_adapters(bb, select_keep(scores, rho, 'global'))
+    return bb.to(device)
+
+
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def measure(mode: str, args) -> Dict[str, float]:
+    device = args.device
+    torch.manual_seed(0)
+    bb = build(mode, args.arch_cfg, args.mimi_ratio, device, args.with_cp)
+    counts = count_trainable(bb)
+    params = [p for p in bb.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4) if params else None
+    x = torch.randn(args.batch, 3, *args.size, device=device)
+    res: Dict[str, float] = dict(trainable=counts['backbone_trainable'],
+                                 adapter_params=adapter_param_total(bb))
+    for dtype in args.dtype:
+        amp = dtype == 'bf16'
+        bb.train()
+        times = []
+        if device.startswith('cuda'):
+            torch.cuda.reset_peak_memory_stats()
+        for i in range(args.warmup + args.iters):
+            _sync(device)
+            t0 = time.perf_counter()
+            with torch.autocast(device.split(':')[0], dtype=torch.bfloat16, enabled=amp):
+                outs = bb(x)
+                loss = sum(o.float().square().mean() for o in outs)
+            if opt is not None:
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            _sync(device)
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t0)
+        res[f'train_ms_{dtype}'] = 1e3 * statistics.median(times)
+        if device.startswith('cuda'):
+            res[f'peak_mb_{dtype}'] = torch.cuda.max_memory_allocated() / 2**20
+    inf = copy.deepcopy(bb).eval()
+    reparameterize(inf)
+    for dtype in args.dtype:
+        amp = dtype == 'bf16'
+        times = []
+        with torch.no_grad(), torch.autocast(device.split(':')[0], dtype=torch.bfloat16,
+                                             enabled=amp):
+            for i in range(args.warmup + args.iters):
+                _sync(device)
+                t0 = time.perf_counter()
+                inf(x)
+                _sync(device)
+                if i >= args.warmup:
+                    times.append(time.perf_counter() - t0)
+        res[f'infer_ms_{dtype}'] = 1e3 * statistics.median(times)
+    if not device.startswith('cuda'):
+        res['peak_mb_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return res
+
+
+def run_isolated(mode: str, argv: List[str]) -> Dict[str, float]:
+    """Run one mode in a fresh process (CPU peak memory is per process)."""
+    out = subprocess.run([sys.executable, __file__, *argv, '--single-mode', mode],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f'mode {mode} failed:\n{out.stderr[-3000:]}')
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(results: Dict[str, Dict[str, float]], dtypes: List[str], device: str) -> str:
+    ref_train = results.get('full')
+    ref_inf = results.get('fixed') or results.get('full')
+    mem_key = (lambda d: f'peak_mb_{d}') if device.startswith('cuda') else (lambda d: 'peak_mb_rss')
+    head = ['mode', 'trainable']
+    for d in dtypes:
+        head += [f'train ms ({d})', 'x full', f'peak MB ({d})', 'x full', f'infer ms ({d})',
+                 'x plain']
+    rows = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join('---' for _ in head) + '|']
+    for mode, r in results.items():
+        cells = [mode, f"{int(r['trainable']):,}"]
+        for d in dtypes:
+            cells += [f"{r[f'train_ms_{d}']:.1f}",
+                      f"{r[f'train_ms_{d}'] / ref_train[f'train_ms_{d}']:.2f}" if ref_train else '-',
+                      f"{r[mem_key(d)]:.0f}",
+                      f"{r[mem_key(d)] / ref_train[mem_key(d)]:.2f}" if ref_train else '-',
+                      f"{r[f'infer_ms_{d}']:.1f}",
+                      f"{r[f'infer_ms_{d}'] / ref_inf[f'infer_ms_{d}']:.2f}" if ref_inf else '-']
+        rows.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(rows)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--arch', default='base',
+                        help='tiny/small/base/large, or embed_dims,d1,d2,d3,d4,h1,h2,h3,h4')
+    parser.add_argument('--config', help='take the arch from this config instead')
+    parser.add_argument('--size', nargs=2, type=int, default=[800, 1216])
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--dtype', nargs='+', default=['fp32'], choices=['fp32', 'bf16'])
+    parser.add_argument('--modes', nargs='+', default=['full', 'fixed', 'mona_reference', 'mona',
+                                                       'mona_mimi'], choices=sorted(MODES))
+    parser.add_argument('--mimi-ratio', type=float, default=4.0,
+                        help='mona_mimi keeps 1/ratio of the adapter neurons')
+    parser.add_argument('--iters', type=int, default=10)
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--with-cp', action='store_true',
+                        help='activation checkpointing of the blocks')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--json', help='write all numbers here')
+    parser.add_argument('--single-mode', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.config:
+        from mmengine.config import Config
+        arch = Config.fromfile(args.config).model.backbone.get('arch', 'tiny')
+        args.arch_cfg = arch if isinstance(arch, str) else dict(arch)
+    elif ',' in args.arch:
+        v = [int(t) for t in args.arch.split(',')]
+        args.arch_cfg = dict(embed_dims=v[0], depths=tuple(v[1:5]), num_heads=tuple(v[5:9]))
+    else:
+        args.arch_cfg = args.arch
+    return args
+
+
+def main() -> None:
+    argv = [a for a in sys.argv[1:]]
+    args = parse_args(argv)
+    if args.single_mode:
+        print(json.dumps(measure(args.single_mode, args)))
+        return
+    results = {}
+    for mode in args.modes:
+        print(f'[benchmark] {mode} ...', flush=True)
+        results[mode] = measure(mode, args) if args.device.startswith('cuda') else \
+            run_isolated(mode, argv)
+    info = dict(device=torch.cuda.get_device_name() if args.device.startswith('cuda') else
+                f'CPU ({os.cpu_count()} cores)', torch=torch.__version__, arch=args.arch_cfg,
+                size=args.size, batch=args.batch, dtypes=args.dtype, iters=args.iters,
+                warmup=args.warmup, with_cp=args.with_cp, command=' '.join(sys.argv))
+    print(f"device: {info['device']} | torch {info['torch']} | arch {args.arch_cfg} | "
+          f"{args.batch}x3x{args.size[0]}x{args.size[1]} | median of {args.iters}")
+    print(table(results, args.dtype, args.device))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(dict(info=info, results=results), f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
