@@ -41,7 +41,10 @@ def test_cascade_mask_rcnn_coco_train_resume_test(shapes_workspace):
     out = run_tool([PY, TEST, cfg, str(wd / 'epoch_2.pth'), '--work-dir', str(wd / 'test'),
                     '--cfg-options', 'model.backbone.init_cfg=None', *SMALL[1:]],
                    cwd=shapes_workspace)
-    assert re.search(r'coco/bbox_mAP: [0-9.]+', out)
+    assert re.search(r'Epoch\(test\)\s+\[2/2\]', out)
+    # after 4 iterations the detector may still predict nothing: mmdet then says so
+    assert re.search(r'coco/bbox_mAP: [0-9.]+|testing results of the whole dataset is empty',
+                     out)
 
 
 def test_retinanet_voc_train_test(shapes_workspace):

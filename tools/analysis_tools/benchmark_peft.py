@@ -103,6 +103,21 @@ def measure(mode: str, args) -> Dict[str, float]:
                 if i >= args.warmup:
                     times.append(time.perf_counter() - t0)
         res[f'infer_ms_{dtype}'] = 1e3 * statistics.median(times)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                         if device.startswith('cuda') else [])
+        bb.train()
+        with profile(activities=acts, profile_memory=True) as prof:
+            loss = sum(o.float().square().mean() for o in bb(x))
+            if opt is not None:
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            _sync(device)
+        key = 'self_cuda_time_total' if device.startswith('cuda') else 'self_cpu_time_total'
+        print(f'[profile {mode}]\n' + prof.key_averages().table(sort_by=key, row_limit=15),
+              file=sys.stderr)
     if not device.startswith('cuda'):
         res['peak_mb_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return res
@@ -114,6 +129,8 @@ def run_isolated(mode: str, argv: List[str]) -> Dict[str, float]:
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f'mode {mode} failed:\n{out.stderr[-3000:]}')
+    if '--profile' in argv:
+        print(out.stderr[out.stderr.find('[profile'):], file=sys.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -157,6 +174,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='activation checkpointing of the blocks')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--json', help='write all numbers here')
+    parser.add_argument('--profile', action='store_true',
+                        help='also print a torch.profiler table (top ops) of one train step '
+                        'per mode: where the time and memory go')
     parser.add_argument('--single-mode', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.config:

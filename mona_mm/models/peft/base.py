@@ -87,7 +87,12 @@ class BaseAdapter(nn.Module):
         """Own trainable parameters at hidden ``width`` (default: the current one)."""
         m = self.hidden_dims
         width = m if width is None else width
-        dims = self.hidden_param_dims()
+        try:
+            dims = self.hidden_param_dims()
+        except NotImplementedError:  # not prunable (e.g. a deployed adapter): as it is
+            if width != m:
+                raise
+            dims = {}
         total = 0
         for name, p in self.named_parameters():
             if name in self.frozen_param_names:
