@@ -9,7 +9,7 @@ Usage:
 Train step = forward + backward + AdamW step (optimizer over trainable parameters only).
 Inference = eval forward under no_grad; Mona/LoRA modes are re-parameterised first.
 Peak memory: CUDA max allocated; on CPU each mode runs in its own process and reports its
-peak RSS (which includes the interpreter and the weights).
+peak RSS above what the process held before building the model (weights included).
 """
 import argparse
 import copy
@@ -56,8 +56,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _rss_mb() -> float:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
 def measure(mode: str, args) -> Dict[str, float]:
     device = args.device
+    base_rss = _rss_mb() if not device.startswith('cuda') else 0.0
     torch.manual_seed(0)
     bb = build(mode, args.arch_cfg, args.mimi_ratio, device, args.with_cp)
     counts = count_trainable(bb)
@@ -119,7 +125,8 @@ def measure(mode: str, args) -> Dict[str, float]:
         print(f'[profile {mode}]\n' + prof.key_averages().table(sort_by=key, row_limit=15),
               file=sys.stderr)
     if not device.startswith('cuda'):
-        res['peak_mb_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # peak RSS of this process minus what it held before building the model
+        res['peak_mb_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss
     return res
 
 
