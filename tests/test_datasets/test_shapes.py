@@ -16,7 +16,7 @@ def _digest(root):
 def test_deterministic(tmp_path):
     a = generate_shapes(str(tmp_path / 'a'), num_train=4, num_val=2, num_cls_per_class=2, seed=5)
     b = generate_shapes(str(tmp_path / 'b'), num_train=4, num_val=2, num_cls_per_class=2, seed=5)
-    c = generate_shapes(str(tmp_path / 'c'), num_train=4, num_val=2, num_cls_per_class=2, seed=6)
+    generate_shapes(str(tmp_path / 'c'), num_train=4, num_val=2, num_cls_per_class=2, seed=6)
     assert _digest(tmp_path / 'a') == _digest(tmp_path / 'b') != _digest(tmp_path / 'c')
     assert set(a) == set(b) == {'coco', 'voc', 'ade', 'cls'}
 

@@ -2,7 +2,6 @@
 global vs local selection on a case with a known answer; vanished adapters cost nothing."""
 import pytest
 import torch
-import torch.nn as nn
 
 from mona_mm.models import PEFTSwinTransformer, iter_adapters
 from mona_mm.pruning import (adapter_param_total, apply_structure, get_structure,

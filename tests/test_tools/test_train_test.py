@@ -4,7 +4,6 @@ import os
 import os.path as osp
 import re
 
-import pytest
 
 from tests.conftest import PY, ROOT, run_tool
 

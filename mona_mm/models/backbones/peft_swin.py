@@ -7,7 +7,7 @@ change) plus an ``adapters`` dict filled by the chosen PEFT method.
 """
 import re
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
