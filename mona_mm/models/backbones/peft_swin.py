@@ -205,26 +205,25 @@ class PEFTSwinTransformer(SwinTransformer):
                               missing_keys, unexpected_keys, error_msgs) -> None:
         # Runs for init_cfg and for load_from/resume: bring any supported layout under
         # `prefix` into ours (the dict is the loader's own copy), check it fits, log once.
-        own = self._normalise_checkpoint(state_dict, prefix)
-        if own is not None:
-            self._check_and_log(own, prefix)
+        normalised = self._normalise_checkpoint(state_dict, prefix)
+        if normalised is not None:
+            self._check_and_log(*normalised, prefix)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
                                       missing_keys, unexpected_keys, error_msgs)
 
-    def _normalise_checkpoint(self, state_dict: dict, prefix: str) -> Optional[Dict[str, Tensor]]:
+    def _normalise_checkpoint(self, state_dict: dict,
+                              prefix: str) -> Optional[Tuple[Dict[str, Tensor], str]]:
         """Rewrite ``state_dict`` in place so its backbone keys are ours under ``prefix``.
 
-        Returns the backbone part (keys without prefix), or None if there is none.
+        Returns the backbone part (keys without prefix) and the layout it came in, or None
+        if there is no backbone part.
         """
+        # torch and mmengine hand each child only the keys under its prefix, so a
+        # backbone-only checkpoint given to load_from never reaches this point unmoved:
+        # BackboneCheckpointHook puts its keys under `backbone.` first.
         mine = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items()
                            if k.startswith(prefix))
         source = 'this layout'
-        if not _has_swin_keys(mine) and prefix:
-            # load_from of a backbone-only checkpoint: its keys sit at the top level
-            top = state_dict['model'] if isinstance(state_dict.get('model'), dict) \
-                else state_dict
-            mine = OrderedDict((k, v) for k, v in top.items() if isinstance(v, Tensor))
-            source = 'a backbone-only checkpoint'
         if not _has_swin_keys(mine):
             return None
         if any(k.startswith('layers.') for k in mine):
@@ -235,8 +234,7 @@ class PEFTSwinTransformer(SwinTransformer):
             del state_dict[k]
         for k, v in mine.items():
             state_dict[prefix + k] = v
-        self._last_source = source
-        return mine
+        return mine, source
 
     def _convert_official(self, sd: Dict[str, Tensor]) -> Dict[str, Tensor]:
         out = OrderedDict()
@@ -267,7 +265,7 @@ class PEFTSwinTransformer(SwinTransformer):
                 sd.pop(k.replace('bias_table', 'index'))
         return sd
 
-    def _check_and_log(self, sd: Dict[str, Tensor], prefix: str) -> None:
+    def _check_and_log(self, sd: Dict[str, Tensor], source: str, prefix: str) -> None:
         own = self.state_dict()
         is_adapter = {k: inside_adapter(k, self) for k in own}
         mismatched = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}'
@@ -296,8 +294,8 @@ class PEFTSwinTransformer(SwinTransformer):
                 f'e.g. ' + '; '.join(lines[:8]) + '. Set `arch` to the one the checkpoint was '
                 'trained with.')
         loaded = sum(1 for k in sd if k in own)
-        source = getattr(self, '_pretrained_source', None) or 'state dict'
-        msg = (f'PEFTSwinTransformer[{prefix or "backbone"}] <- {source} ({self._last_source}): '
+        origin = getattr(self, '_pretrained_source', None) or 'state dict'
+        msg = (f'PEFTSwinTransformer[{prefix or "backbone"}] <- {origin} ({source}): '
                f'{loaded} tensors loaded, {len(missing_adapters)} adapter tensors newly '
                f'initialised (expected)')
         if missing:
