@@ -8,14 +8,19 @@ Usage:
 
 Train step = forward + backward + AdamW step (optimizer over trainable parameters only).
 Inference = eval forward under no_grad; Mona/LoRA modes are re-parameterised first.
-Peak memory: CUDA max allocated; on CPU each mode runs in its own process and reports its
-peak RSS above what the process held before building the model (weights included).
+Peak memory of a train step: CUDA max allocated; on CPU the peak RSS above what the process
+held before building the model (weights included), measured in a separate process per mode
+and dtype whose allocator returns every block >= 64 KiB to the OS on free
+(MALLOC_MMAP_THRESHOLD_), so RSS follows live tensors instead of allocator caching (repeat
+runs agree to ~1 MB; the timing processes run with the normal allocator).
+
+Modes ending in ``_lowmem`` build the backbone with ``recompute=('adapters', )``.
 """
 import argparse
 import copy
 import json
 import os
-import resource
+import re
 import statistics
 import subprocess
 import sys
@@ -35,13 +40,17 @@ MODES = {
     'adapter': dict(type='Adapter'), 'lora': dict(type='LoRA'),
     'adaptformer': dict(type='AdaptFormer'), 'lorand': dict(type='LoRand'),
     'mona_reference': dict(type='MonaReference'), 'mona': dict(type='Mona'),
-    'mona_mimi': dict(type='Mona'),
+    'mona_lowmem': dict(type='Mona'), 'mona_mimi': dict(type='Mona'),
+    'mona_mimi_lowmem': dict(type='Mona'),
 }
+# the CPU memory pass: glibc returns blocks of at least this size to the OS on free
+MMAP_THRESHOLD = str(64 * 1024)
 
 
 def build(mode: str, arch, mimi_ratio: float, device: str, with_cp: bool):
-    bb = PEFTSwinTransformer(arch=arch, peft=MODES[mode], with_cp=with_cp)
-    if mode == 'mona_mimi':  # global MiMi selection on the (random-init) weights
+    recompute = ('adapters', ) if mode.endswith('_lowmem') else ()
+    bb = PEFTSwinTransformer(arch=arch, peft=MODES[mode], with_cp=with_cp, recompute=recompute)
+    if mode.startswith('mona_mimi'):  # global MiMi selection on the (random-init) weights
         adapters = dict(iter_adapters(bb))
         scores = {n: neuron_scores(a, 'mimi') for n, a in adapters.items()}
         total = sum(a.hidden_dims for a in adapters.values())
@@ -61,16 +70,59 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
 
 
-def measure(mode: str, args) -> Dict[str, float]:
-    device = args.device
-    base_rss = _rss_mb() if not device.startswith('cuda') else 0.0
+def _train_step(bb, x, opt, device: str, amp: bool) -> None:
+    with torch.autocast(device.split(':')[0], dtype=torch.bfloat16, enabled=amp):
+        outs = bb(x)
+        loss = sum(o.float().square().mean() for o in outs)
+    if opt is not None:
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def _setup(mode: str, args):
     torch.manual_seed(0)
-    bb = build(mode, args.arch_cfg, args.mimi_ratio, device, args.with_cp)
-    counts = count_trainable(bb)
+    bb = build(mode, args.arch_cfg, args.mimi_ratio, args.device, args.with_cp).train()
     params = [p for p in bb.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4) if params else None
-    x = torch.randn(args.batch, 3, *args.size, device=device)
-    res: Dict[str, float] = dict(trainable=counts['backbone_trainable'],
+    x = torch.randn(args.batch, 3, *args.size, device=args.device)
+    return bb, opt, x
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process; False where not allowed."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    with open('/proc/self/status') as f:
+        return int(re.search(r'VmHWM:\s+(\d+)', f.read()).group(1)) / 1024
+
+
+def measure_cpu_memory(mode: str, dtypes: List[str], args) -> Dict[str, float]:
+    """Peak RSS (MB) of two train steps per dtype above the RSS before the model existed."""
+    base_rss = _rss_mb()
+    bb, opt, x = _setup(mode, args)
+    res = {}
+    for i, dtype in enumerate(dtypes):
+        if i and not _reset_peak_rss():
+            raise RuntimeError('cannot reset the peak RSS: measure one dtype per process')
+        for _ in range(2):
+            _train_step(bb, x, opt, args.device, dtype == 'bf16')
+        res[f'peak_mb_{dtype}'] = _peak_rss_mb() - base_rss
+    return res
+
+
+def measure(mode: str, args) -> Dict[str, float]:
+    """Train-step and inference medians (and CUDA peak memory) of one mode."""
+    device = args.device
+    bb, opt, x = _setup(mode, args)
+    res: Dict[str, float] = dict(trainable=count_trainable(bb)['backbone_trainable'],
                                  adapter_params=adapter_param_total(bb))
     for dtype in args.dtype:
         amp = dtype == 'bf16'
@@ -81,13 +133,7 @@ def measure(mode: str, args) -> Dict[str, float]:
         for i in range(args.warmup + args.iters):
             _sync(device)
             t0 = time.perf_counter()
-            with torch.autocast(device.split(':')[0], dtype=torch.bfloat16, enabled=amp):
-                outs = bb(x)
-                loss = sum(o.float().square().mean() for o in outs)
-            if opt is not None:
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+            _train_step(bb, x, opt, device, amp)
             _sync(device)
             if i >= args.warmup:
                 times.append(time.perf_counter() - t0)
@@ -115,36 +161,42 @@ def measure(mode: str, args) -> Dict[str, float]:
                                          if device.startswith('cuda') else [])
         bb.train()
         with profile(activities=acts, profile_memory=True) as prof:
-            loss = sum(o.float().square().mean() for o in bb(x))
-            if opt is not None:
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+            _train_step(bb, x, opt, device, args.dtype[0] == 'bf16')
             _sync(device)
         key = 'self_cuda_time_total' if device.startswith('cuda') else 'self_cpu_time_total'
         print(f'[profile {mode}]\n' + prof.key_averages().table(sort_by=key, row_limit=15),
               file=sys.stderr)
-    if not device.startswith('cuda'):
-        # peak RSS of this process minus what it held before building the model
-        res['peak_mb_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss
     return res
 
 
-def run_isolated(mode: str, argv: List[str]) -> Dict[str, float]:
-    """Run one mode in a fresh process (CPU peak memory is per process)."""
-    out = subprocess.run([sys.executable, __file__, *argv, '--single-mode', mode],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+def _run_child(argv: List[str], env: Optional[Dict[str, str]] = None) -> dict:
+    out = subprocess.run([sys.executable, __file__, *argv], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, check=False,
+                         env=dict(os.environ, **(env or {})))
     if out.returncode != 0:
-        raise RuntimeError(f'mode {mode} failed:\n{out.stderr[-3000:]}')
-    if '--profile' in argv:
+        raise RuntimeError(f'benchmark child {argv[-2:]} failed:\n{out.stderr[-3000:]}')
+    if '--profile' in argv and '[profile' in out.stderr:
         print(out.stderr[out.stderr.find('[profile'):], file=sys.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_isolated(mode: str, argv: List[str], dtypes: List[str]) -> Dict[str, float]:
+    """One mode on the CPU: timings in a fresh process, then the peak memory of each dtype in
+    its own process with the allocator set to follow live memory."""
+    res = _run_child([*argv, '--single-mode', mode])
+    plain = [a for a in argv if a != '--profile']
+    env = dict(MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD)
+    groups = [dtypes] if _reset_peak_rss() else [[d] for d in dtypes]
+    for group in groups:
+        res.update(_run_child([*plain, '--memory-mode', mode, '--memory-dtypes', *group],
+                              env=env))
+    return res
 
 
 def table(results: Dict[str, Dict[str, float]], dtypes: List[str], device: str) -> str:
     ref_train = results.get('full')
     ref_inf = results.get('fixed') or results.get('full')
-    mem_key = (lambda d: f'peak_mb_{d}') if device.startswith('cuda') else (lambda d: 'peak_mb_rss')
+    mem_key = (lambda d: f'peak_mb_{d}')  # noqa: E731
     head = ['mode', 'trainable']
     for d in dtypes:
         head += [f'train ms ({d})', 'x full', f'peak MB ({d})', 'x full', f'infer ms ({d})',
@@ -185,6 +237,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='also print a torch.profiler table (top ops) of one train step '
                         'per mode: where the time and memory go')
     parser.add_argument('--single-mode', help=argparse.SUPPRESS)
+    parser.add_argument('--memory-mode', help=argparse.SUPPRESS)
+    parser.add_argument('--memory-dtypes', nargs='+', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.config:
         from mmengine.config import Config
@@ -204,16 +258,27 @@ def main() -> None:
     if args.single_mode:
         print(json.dumps(measure(args.single_mode, args)))
         return
+    if args.memory_mode:
+        print(json.dumps(measure_cpu_memory(args.memory_mode, args.memory_dtypes, args)))
+        return
     results = {}
     for mode in args.modes:
         print(f'[benchmark] {mode} ...', flush=True)
         results[mode] = measure(mode, args) if args.device.startswith('cuda') else \
-            run_isolated(mode, argv)
+            run_isolated(mode, argv, args.dtype)
+    import mmcv
+    import mmdet
+    import mmengine
     info = dict(device=torch.cuda.get_device_name() if args.device.startswith('cuda') else
-                f'CPU ({os.cpu_count()} cores)', torch=torch.__version__, arch=args.arch_cfg,
+                f'CPU ({os.cpu_count()} cores)', torch=torch.__version__,
+                mmengine=mmengine.__version__, mmcv=mmcv.__version__, mmdet=mmdet.__version__,
+                memory='cuda max_memory_allocated' if args.device.startswith('cuda') else
+                f'peak RSS above start, MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}',
+                arch=args.arch_cfg,
                 size=args.size, batch=args.batch, dtypes=args.dtype, iters=args.iters,
                 warmup=args.warmup, with_cp=args.with_cp, command=' '.join(sys.argv))
-    print(f"device: {info['device']} | torch {info['torch']} | arch {args.arch_cfg} | "
+    print(f"device: {info['device']} | torch {info['torch']} | mmcv {info['mmcv']} | "
+          f"mmdet {info['mmdet']} | arch {args.arch_cfg} | "
           f"{args.batch}x3x{args.size[0]}x{args.size[1]} | median of {args.iters}")
     print(table(results, args.dtype, args.device))
     if args.json:

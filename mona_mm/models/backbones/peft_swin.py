@@ -7,7 +7,7 @@ change) plus an ``adapters`` dict filled by the chosen PEFT method.
 """
 import re
 from collections import OrderedDict
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -22,6 +22,10 @@ from mona_mm.registry import MODELS, PEFT_METHODS
 from ..peft.base import ADAPTER_POINTS, BasePEFTMethod, inside_adapter, iter_adapters
 
 
+#: What ``PEFTSwinTransformer(recompute=...)`` can recompute in the backward.
+RECOMPUTE_PARTS = ('adapters', 'attn', 'ffn')
+
+
 class PEFTSwinBlock(nn.Module):
     """A Swin block whose forward has adapter points (see ``ADAPTER_POINTS``).
 
@@ -31,11 +35,15 @@ class PEFTSwinBlock(nn.Module):
     Args:
         block: The mmdet ``SwinBlock`` to take over.
         adapters: ``{point: module}`` from the PEFT method.
+        recompute: Parts whose activations are recomputed in the backward instead of
+            stored (see ``PEFTSwinTransformer``): any of ``RECOMPUTE_PARTS``.
     """
 
-    def __init__(self, block: nn.Module, adapters: Dict[str, nn.Module]) -> None:
+    def __init__(self, block: nn.Module, adapters: Dict[str, nn.Module],
+                 recompute: Sequence[str] = ()) -> None:
         super().__init__()
         self.with_cp = block.with_cp
+        self.recompute = frozenset(recompute)
         self.norm1 = block.norm1
         self.attn = block.attn
         self.norm2 = block.norm2
@@ -46,23 +54,45 @@ class PEFTSwinBlock(nn.Module):
                              f'valid points are {ADAPTER_POINTS}')
         self.adapters = nn.ModuleDict(adapters)
 
+    def _recomputes(self, part: str) -> bool:
+        return part in self.recompute and not self.with_cp and torch.is_grad_enabled()
+
+    def _run(self, part: str, fn: Callable[..., Tensor], *args) -> Tensor:
+        # Non-reentrant checkpointing keeps only `args` (the residual stream, which the next
+        # layer stores anyway) and rebuilds the part's inner activations in the backward with
+        # the same RNG state, so dropout/drop-path masks repeat exactly.
+        if self._recomputes(part):
+            return cp.checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
     def _adapt(self, point: str, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         adapter = self.adapters[point] if point in self.adapters else None
-        return x if adapter is None else adapter(x, hw_shape)
+        return x if adapter is None else self._run('adapters', adapter, x, hw_shape)
+
+    def _attn(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        return self.attn(self.norm1(x), hw_shape)  # drop path is applied inside attn
+
+    def _mlp(self, x: Tensor) -> Tensor:
+        return self.ffn.gamma2(self.ffn.layers(self.norm2(x)))
 
     def _inner_forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         identity = x
-        x = self.attn(self.norm1(x), hw_shape)  # drop path is applied inside attn
+        x = self._run('attn', self._attn, x, hw_shape)
         x = identity + self._adapt('attn_out', x, hw_shape)
         x = self._adapt('post_attn', x, hw_shape)
 
         identity = x
-        h = self.norm2(x)
-        out = self.ffn.gamma2(self.ffn.layers(h))
+        h = None
+        if self._recomputes('ffn'):
+            out = cp.checkpoint(self._mlp, x, use_reentrant=False)
+        else:
+            h = self.norm2(x)
+            out = self.ffn.gamma2(self.ffn.layers(h))
         out = self._adapt('mlp_out', out, hw_shape)
         x = identity + self.ffn.dropout_layer(out)
         if 'mlp_parallel' in self.adapters:  # outside drop path, as AdaptFormer
-            x = x + self.adapters['mlp_parallel'](h, hw_shape)
+            h = self.norm2(identity) if h is None else h
+            x = x + self._run('adapters', self.adapters['mlp_parallel'], h, hw_shape)
         return self._adapt('post_mlp', x, hw_shape)
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
@@ -92,6 +122,12 @@ class PEFTSwinTransformer(SwinTransformer):
             and ``'Fixed'`` are the two trivial baselines.
         embed_dims, depths, num_heads: The arch spelled as mmdet/mmseg configs do (instead
             of ``arch``).
+        recompute: Finer-grained activation checkpointing than ``with_cp`` (which recomputes
+            whole blocks): any of ``'adapters'`` (every adapter keeps only its input; costs
+            one extra adapter forward, cheap as adapters are small), ``'attn'`` (norm1 +
+            window attention) and ``'ffn'`` (norm2 + MLP, whose 4x-wide hidden activation is
+            the largest tensor a frozen block stores). Same outputs and gradients; less
+            memory for more compute. Defaults to () (store everything).
         **kwargs: Everything mmdet's ``SwinTransformer`` accepts (``window_size``,
             ``out_indices``, ``drop_path_rate``, ``with_cp``, ``frozen_stages``,
             ``init_cfg``...); ``img_size`` (mmpretrain) means ``pretrain_img_size``;
@@ -108,7 +144,8 @@ class PEFTSwinTransformer(SwinTransformer):
     def __init__(self, arch: Union[str, dict, None] = None,
                  peft: Union[dict, BasePEFTMethod, None] = dict(type='Mona'),
                  embed_dims: Optional[int] = None, depths: Optional[Sequence[int]] = None,
-                 num_heads: Optional[Sequence[int]] = None, **kwargs) -> None:
+                 num_heads: Optional[Sequence[int]] = None, recompute: Sequence[str] = (),
+                 **kwargs) -> None:
         # mmdet/mmseg Swin configs spell the arch as embed_dims/depths/num_heads and
         # mmpretrain's as arch + img_size: accept both, so a downstream Swin config switches
         # with `backbone=dict(type='mona_mm.PEFTSwinTransformer')` alone.
@@ -142,6 +179,12 @@ class PEFTSwinTransformer(SwinTransformer):
             num_heads=tuple(arch_cfg['num_heads']),
             **kwargs)
 
+        recompute = (recompute, ) if isinstance(recompute, str) else tuple(recompute)
+        unknown = sorted(set(recompute) - set(RECOMPUTE_PARTS))
+        if unknown:
+            raise ValueError(f'PEFTSwinTransformer: cannot recompute {unknown}; `recompute` '
+                             f'takes any of {RECOMPUTE_PARTS}')
+        self.recompute = recompute
         if peft is None:
             peft = dict(type='Full')
         self.peft_method: BasePEFTMethod = (
@@ -150,7 +193,7 @@ class PEFTSwinTransformer(SwinTransformer):
             for j, block in enumerate(stage.blocks):
                 dims = block.norm1.normalized_shape[0]
                 adapters = self.peft_method.build_adapters(dims, i, j)
-                stage.blocks[j] = PEFTSwinBlock(block, adapters)
+                stage.blocks[j] = PEFTSwinBlock(block, adapters, recompute)
                 self.peft_method.modify_block(stage.blocks[j], dims, i, j)
         self._set_trainable()
 

@@ -124,11 +124,67 @@ class MonaReference(BaseAdapter):
         return x + self.project2(h)
 
 
+def _scaled_norm(x: Tensor, weight: Tensor, bias: Tensor, gamma: Tensor, gammax: Tensor,
+                 eps: float) -> Tensor:
+    """``LayerNorm(x) * gamma + x * gammax`` as one ``layer_norm`` (gamma folded into its
+    affine) and one ``addcmul``."""
+    return torch.addcmul(F.layer_norm(x, x.shape[-1:], weight * gamma, bias * gamma, eps), x,
+                         gammax)
+
+
+class ScaledNormDown(torch.autograd.Function):
+    """``linear(LayerNorm(x) * gamma + x * gammax, W, b)`` that does not store the normed
+    (C-wide) input of the down-projection.
+
+    Autograd would keep that input for the gradient of ``W``; here only ``x`` is kept and
+    the normed tensor is rebuilt in the backward (element-wise work, no matmul), under the
+    autocast state of the forward so it is bit-identical. The layer-norm part of the
+    backward is autograd's own; the two matmuls of the linear part are the ones autograd
+    would run. Saves ``C`` values per token per Mona.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, norm_weight: Tensor, norm_bias: Tensor, gamma: Tensor,
+                gammax: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+        out = F.linear(_scaled_norm(x, norm_weight, norm_bias, gamma, gammax, eps), weight,
+                       bias)
+        ctx.save_for_backward(x, norm_weight, norm_bias, gamma, gammax, weight)
+        dev = x.device.type
+        ctx.eps = eps
+        ctx.autocast = (dev, torch.get_autocast_dtype(dev), torch.is_autocast_enabled(dev))
+        ctx.mm_dtype = out.dtype  # what autocast ran the linear in
+        ctx.bias_dtype = bias.dtype
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, nw, nb, gamma, gammax, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        dev, dtype, enabled = ctx.autocast
+        with torch.enable_grad(), torch.autocast(dev, dtype=dtype, enabled=enabled):
+            leaves = [t.detach().requires_grad_(n)
+                      for t, n in zip((x, nw, nb, gamma, gammax), needs[:5])]
+            h = _scaled_norm(*leaves, ctx.eps)
+        hm = h.detach().to(ctx.mm_dtype)
+        grad2d = grad.reshape(-1, grad.shape[-1])
+        g_weight = (grad2d.t() @ hm.reshape(-1, hm.shape[-1])).to(weight.dtype) \
+            if needs[5] else None
+        g_bias = grad2d.sum(0).to(ctx.bias_dtype) if needs[6] else None
+        wanted = [t for t in leaves if t.requires_grad]
+        g_leaves = iter(torch.autograd.grad(
+            h, wanted, (grad @ weight.to(ctx.mm_dtype)).to(h.dtype)) if wanted else ())
+        g_in = [next(g_leaves) if t.requires_grad else None for t in leaves]
+        return (*g_in, g_weight, g_bias, None)
+
+
 class Mona(MonaReference):
-    """Mona with the reference's parameters and numerics, computed with fewer kernels.
+    """Mona with the reference's parameters and numerics, computed with fewer kernels and
+    less stored memory.
 
     * the scaled LayerNorm is one ``layer_norm`` with weight/bias pre-multiplied by
-      ``gamma`` plus one ``addcmul`` for ``x * gammax``;
+      ``gamma`` plus one ``addcmul`` for ``x * gammax``, fused with the down-projection in
+      :class:`ScaledNormDown` so its C-wide output is not kept for the backward;
     * the three depthwise convs, their average and the identity are folded into one
       depthwise kernel built on the fly (gradients still reach the three kernels);
     * the 1x1 conv and its identity become one ``linear`` on the token layout, so the
@@ -142,11 +198,12 @@ class Mona(MonaReference):
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         B, N, C = x.shape
         H, W = hw_shape
-        norm = self.norm
-        h = torch.addcmul(
-            F.layer_norm(x, (C, ), norm.weight * self.gamma, norm.bias * self.gamma,
-                         norm.eps), x, self.gammax)
-        h = self.project1(h)
+        norm, p1 = self.norm, self.project1
+        args = (x, norm.weight, norm.bias, self.gamma, self.gammax, p1.weight, p1.bias)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+            h = ScaledNormDown.apply(*args, norm.eps)
+        else:
+            h = p1(_scaled_norm(*args[:5], norm.eps))
         m = h.shape[-1]
         kernel, bias = self.adapter_conv.folded_depthwise()
         k = kernel.shape[-1]

@@ -108,6 +108,60 @@ def test_with_cp_same_outputs_and_grads():
             torch.testing.assert_close(p.grad, ga[n].grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize('peft', ['Mona', 'AdaptFormer', 'LoRA', 'Full'])
+def test_recompute_same_outputs_and_grads(peft):
+    """Recomputed parts give bit-identical results, dropout and drop path included (the
+    RNG state is replayed), for every adapter point kind."""
+    kw = dict(arch=NANO, peft=dict(type=peft), drop_path_rate=0.3)
+    torch.manual_seed(0)
+    a = PEFTSwinTransformer(**kw).train()
+    b = PEFTSwinTransformer(**kw, recompute=('adapters', 'attn', 'ffn')).train()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    losses = []
+    for m in (a, b):
+        torch.manual_seed(1)
+        loss = sum((o * torch.linspace(0, 1, o.numel()).view_as(o)).sum() for o in m(x))
+        loss.backward()
+        losses.append(loss)
+    assert torch.equal(losses[0], losses[1])
+    ga = dict(a.named_parameters())
+    grads = [(n, p.grad, ga[n].grad) for n, p in b.named_parameters() if p.requires_grad]
+    assert grads
+    for n, gb, g in grads:
+        assert torch.equal(gb, g), n
+
+
+def _saved_numel(model, x):
+    total = []
+
+    def pack(t):
+        total.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(total)
+
+
+def test_recompute_keeps_less_for_the_backward():
+    x = torch.randn(1, 3, 64, 64)
+    torch.manual_seed(0)
+    sizes = {parts: _saved_numel(_nano(recompute=parts).train(), x)
+             for parts in ((), ('adapters', ), ('adapters', 'ffn'), ('adapters', 'attn', 'ffn'))}
+    assert sizes[()] > sizes[('adapters', )] > sizes[('adapters', 'ffn')] > \
+        sizes[('adapters', 'attn', 'ffn')]
+    # nothing is recomputed (or kept) without gradients
+    with torch.no_grad():
+        assert _saved_numel(_nano(recompute=('adapters', )), x) == 0
+
+
+def test_recompute_rejects_unknown_parts():
+    with pytest.raises(ValueError, match="cannot recompute \\['mlp'\\].*'adapters'"):
+        _nano(recompute=('adapters', 'mlp'))
+    assert _nano(recompute='adapters').recompute == ('adapters', )
+
+
 def test_drop_path_rate_reaches_blocks():
     bb = _nano(drop_path_rate=0.3)
     last = bb.stages[-1].blocks[-1]

@@ -71,3 +71,62 @@ def test_reparameterized_model_equals_unmerged(method):
     assert sum(done.values()) == len(names) - 1
     for a, b in zip(bb(x), before):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _saved(fn):
+    """``fn()`` and ``{storage pointer: numel}`` of what autograd keeps for its backward."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.numel()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, seen
+
+
+@pytest.mark.parametrize('amp', [False, True])
+@pytest.mark.parametrize('x_grad', [True, False])
+def test_scaled_norm_down_equals_autograd(amp, x_grad):
+    """The fused down-projection gives autograd's outputs and gradients (fp32 and under
+    bf16 autocast) while keeping no C-wide tensor of its own for the backward."""
+    from mona_mm.models.peft.mona import ScaledNormDown, _scaled_norm
+    torch.manual_seed(0)
+    C, m = 96, 16
+    params = [torch.randn(C) * 0.5 + 1, torch.randn(C) * 0.1, torch.randn(C) * 0.1,
+              torch.randn(C) * 0.5 + 1, torch.randn(m, C) * 0.1, torch.randn(m)]
+    x = torch.randn(2, 49, C)
+    grad_out = torch.randn(2, 49, m)
+    results = []
+    for fused in (False, True):
+        leaves = [p.clone().requires_grad_() for p in params]
+        xi = x.clone().requires_grad_(x_grad)
+        nw, nb, g, gx, w, b = leaves
+
+        def run():
+            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
+                if fused:
+                    return ScaledNormDown.apply(xi, nw, nb, g, gx, w, b, 1e-5)
+                return torch.nn.functional.linear(_scaled_norm(xi, nw, nb, g, gx, 1e-5), w, b)
+
+        out, saved = _saved(run)
+        out.backward(grad_out.to(out.dtype))
+        results.append((out, saved, [t.grad for t in ([xi] if x_grad else []) + leaves]))
+    (ref_out, ref_saved, ref_grads), (out, saved, grads) = results
+    assert out.dtype == ref_out.dtype
+    torch.testing.assert_close(out, ref_out, **TOL)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4 if amp else 1e-5)
+    # autograd keeps x and the normed input of the linear; the fused function only x
+    token_sized = lambda saved: [p for p, n in saved.items() if n == x.numel()]  # noqa: E731
+    assert len(token_sized(ref_saved)) == 2
+    assert len(token_sized(saved)) == 1
+
+
+def test_mona_stores_less_than_reference():
+    ref, fast = _pair()
+    x = torch.randn(2, 49, 48, requires_grad=True)
+    _, ref_saved = _saved(lambda: ref(x, (7, 7)))
+    _, fast_saved = _saved(lambda: fast(x, (7, 7)))
+    assert sum(fast_saved.values()) < sum(ref_saved.values())
