@@ -19,3 +19,6 @@ __all__ += [
 from .build import build_model_from_cfg  # noqa: E402
 
 __all__ += ['build_model_from_cfg']
+from .memory import saved_activation_bytes, training_state_bytes  # noqa: E402
+
+__all__ += ['saved_activation_bytes', 'training_state_bytes']

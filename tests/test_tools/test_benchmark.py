@@ -25,3 +25,24 @@ def test_benchmark_small_run(tmp_path):
     # MiMi at ratio 4 keeps a quarter of the neurons: far fewer adapter parameters
     assert res['mona_mimi']['adapter_params'] < res['mona']['adapter_params'] / 3
     assert data['info']['device'].startswith('CPU')
+
+
+def test_benchmark_count_memory(tmp_path):
+    """--count-memory: device-independent byte counts, one process, ratios to full."""
+    out_json = tmp_path / 'mem.json'
+    out = run_tool([PY, osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark_peft.py'),
+                    '--arch', '32,1,1,2,1,1,2,4,8', '--size', '64', '64', '--batch', '2',
+                    '--dtype', 'fp32', 'bf16', '--count-memory', '--modes', 'full',
+                    'mona_reference', 'mona', 'mona_lowmem', 'floor', '--json', str(out_json)],
+                   cwd=tmp_path)
+    assert '| mode | trainable | weights+grads+AdamW MB |' in out
+    res = json.loads(out_json.read_text())['results']
+    for d in ('fp32', 'bf16'):
+        saved = {m: r[f'saved_mb_{d}'] for m, r in res.items()}
+        # recomputing the adapters keeps less than the fused Mona, which keeps less than
+        # the straightforward one; so does the frozen floor (one-neuron adapters)
+        assert saved['mona_lowmem'] < saved['mona'] < saved['mona_reference']
+        assert saved['floor'] < saved['mona']
+        assert res['mona'][f'total_mb_{d}'] < res['full'][f'total_mb_{d}']
+    # bf16 autocast keeps half-size activations
+    assert res['full']['saved_mb_bf16'] < 0.8 * res['full']['saved_mb_fp32']

@@ -15,6 +15,11 @@ and dtype whose allocator returns every block >= 64 KiB to the OS on free
 runs agree to ~1 MB; the timing processes run with the normal allocator).
 
 Modes ending in ``_lowmem`` build the backbone with ``recompute=('adapters', )``.
+
+``--count-memory`` instead counts, without timing anything, the bytes a train step must hold:
+weights, gradients and AdamW state plus every activation autograd keeps for the backward
+(saved-tensor hooks, shared storages once). The count does not depend on the device, so memory
+ratios at GPU sizes can be measured on the CPU (transient workspace is not included).
 """
 import argparse
 import copy
@@ -32,7 +37,7 @@ import torch
 import mona_mm  # noqa: F401
 from mona_mm.models import PEFTSwinTransformer, iter_adapters, reparameterize
 from mona_mm.pruning import adapter_param_total, neuron_scores, prune_adapters, select_keep
-from mona_mm.utils import count_trainable
+from mona_mm.utils import count_trainable, saved_activation_bytes, training_state_bytes
 
 MODES = {
     'full': dict(type='Full'), 'fixed': dict(type='Fixed'), 'bitfit': dict(type='BitFit'),
@@ -42,6 +47,9 @@ MODES = {
     'mona_reference': dict(type='MonaReference'), 'mona': dict(type='Mona'),
     'mona_lowmem': dict(type='Mona'), 'mona_mimi': dict(type='Mona'),
     'mona_mimi_lowmem': dict(type='Mona'),
+    # one neuron per adapter: the frozen backbone's own forward + input-gradient backward,
+    # i.e. the floor any method that trains the first block pays
+    'floor': dict(type='Mona', hidden_dims=1),
 }
 # the CPU memory pass: glibc returns blocks of at least this size to the OS on free
 MMAP_THRESHOLD = str(64 * 1024)
@@ -169,6 +177,36 @@ def measure(mode: str, args) -> Dict[str, float]:
     return res
 
 
+def count_memory(mode: str, args) -> Dict[str, float]:
+    """MB that one train step of ``mode`` holds: training state + saved activations."""
+    bb, _, x = _setup(mode, args)
+    state = training_state_bytes(bb.parameters())
+    res: Dict[str, float] = dict(trainable=count_trainable(bb)['backbone_trainable'],
+                                 state_mb=sum(state.values()) / 2**20)
+    for dtype in args.dtype:
+        with torch.autocast(args.device.split(':')[0], dtype=torch.bfloat16,
+                            enabled=dtype == 'bf16'):
+            saved = saved_activation_bytes(bb, lambda: bb(x))
+        res[f'saved_mb_{dtype}'] = saved / 2**20
+        res[f'total_mb_{dtype}'] = res['state_mb'] + saved / 2**20
+    return res
+
+
+def memory_table(results: Dict[str, Dict[str, float]], dtypes: List[str]) -> str:
+    ref = results.get('full')
+    head = ['mode', 'trainable', 'weights+grads+AdamW MB']
+    for d in dtypes:
+        head += [f'saved activations MB ({d})', f'total MB ({d})', 'x full']
+    rows = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join('---' for _ in head) + '|']
+    for mode, r in results.items():
+        cells = [mode, f"{int(r['trainable']):,}", f"{r['state_mb']:.0f}"]
+        for d in dtypes:
+            cells += [f"{r[f'saved_mb_{d}']:.0f}", f"{r[f'total_mb_{d}']:.0f}",
+                      f"{r[f'total_mb_{d}'] / ref[f'total_mb_{d}']:.2f}" if ref else '-']
+        rows.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(rows)
+
+
 def _run_child(argv: List[str], env: Optional[Dict[str, str]] = None) -> dict:
     out = subprocess.run([sys.executable, __file__, *argv], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, check=False,
@@ -236,6 +274,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--profile', action='store_true',
                         help='also print a torch.profiler table (top ops) of one train step '
                         'per mode: where the time and memory go')
+    parser.add_argument('--count-memory', action='store_true',
+                        help='count the memory a train step holds (weights, gradients, AdamW '
+                        'state, saved activations) instead of timing; device-independent')
     parser.add_argument('--single-mode', help=argparse.SUPPRESS)
     parser.add_argument('--memory-mode', help=argparse.SUPPRESS)
     parser.add_argument('--memory-dtypes', nargs='+', help=argparse.SUPPRESS)
@@ -256,7 +297,8 @@ def main() -> None:
     argv = [a for a in sys.argv[1:]]
     args = parse_args(argv)
     if args.single_mode:
-        print(json.dumps(measure(args.single_mode, args)))
+        fn = count_memory if args.count_memory else measure
+        print(json.dumps(fn(args.single_mode, args)))
         return
     if args.memory_mode:
         print(json.dumps(measure_cpu_memory(args.memory_mode, args.memory_dtypes, args)))
@@ -264,23 +306,34 @@ def main() -> None:
     results = {}
     for mode in args.modes:
         print(f'[benchmark] {mode} ...', flush=True)
-        results[mode] = measure(mode, args) if args.device.startswith('cuda') else \
-            run_isolated(mode, argv, args.dtype)
+        if args.count_memory and not args.device.startswith('cuda'):
+            # own process: glibc would keep freed activations of earlier modes mapped
+            results[mode] = _run_child([*argv, '--single-mode', mode],
+                                       env=dict(MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD))
+        elif args.count_memory:
+            results[mode] = count_memory(mode, args)
+        elif args.device.startswith('cuda'):
+            results[mode] = measure(mode, args)
+        else:
+            results[mode] = run_isolated(mode, argv, args.dtype)
     import mmcv
     import mmdet
     import mmengine
     info = dict(device=torch.cuda.get_device_name() if args.device.startswith('cuda') else
                 f'CPU ({os.cpu_count()} cores)', torch=torch.__version__,
                 mmengine=mmengine.__version__, mmcv=mmcv.__version__, mmdet=mmdet.__version__,
-                memory='cuda max_memory_allocated' if args.device.startswith('cuda') else
+                memory='counted: state + saved activations' if args.count_memory else
+                'cuda max_memory_allocated' if args.device.startswith('cuda') else
                 f'peak RSS above start, MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}',
                 arch=args.arch_cfg,
                 size=args.size, batch=args.batch, dtypes=args.dtype, iters=args.iters,
                 warmup=args.warmup, with_cp=args.with_cp, command=' '.join(sys.argv))
     print(f"device: {info['device']} | torch {info['torch']} | mmcv {info['mmcv']} | "
           f"mmdet {info['mmdet']} | arch {args.arch_cfg} | "
-          f"{args.batch}x3x{args.size[0]}x{args.size[1]} | median of {args.iters}")
-    print(table(results, args.dtype, args.device))
+          f"{args.batch}x3x{args.size[0]}x{args.size[1]} | " +
+          ('memory counted' if args.count_memory else f'median of {args.iters}'))
+    print(memory_table(results, args.dtype) if args.count_memory else
+          table(results, args.dtype, args.device))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, 'w') as f:
