@@ -3,16 +3,17 @@ each also as a ratio to full fine-tuning / plain inference measured in the same 
 
 Usage:
   python tools/analysis_tools/benchmark_peft.py --arch base --size 800 1216 --batch 2 \\
-      --dtype fp32 bf16 --modes full fixed mona_reference mona mona_mimi adapter lora \\
-      --json work_dirs/bench.json
+      --dtype fp32 bf16 --repeat 2 --modes full fixed mona_reference mona mona_lowmem \\
+      mona_mimi floor adapter lora --json work_dirs/bench.json [--profile]
+  python tools/analysis_tools/benchmark_peft.py ... --count-memory   # bytes, no timing
 
 Train step = forward + backward + AdamW step (optimizer over trainable parameters only).
 Inference = eval forward under no_grad; Mona/LoRA modes are re-parameterised first.
 Peak memory of a train step: CUDA max allocated; on CPU the peak RSS above what the process
 held before building the model (weights included), measured in a separate process per mode
-and dtype whose allocator returns every block >= 64 KiB to the OS on free
-(MALLOC_MMAP_THRESHOLD_), so RSS follows live tensors instead of allocator caching (repeat
-runs agree to ~1 MB; the timing processes run with the normal allocator).
+(the kernel's peak mark is reset between dtypes) whose allocator returns every block >= 64 KiB
+to the OS on free (MALLOC_MMAP_THRESHOLD_), so RSS follows live tensors instead of allocator
+caching (repeat runs agree to ~1 MB; the timing processes run with the normal allocator).
 
 Modes ending in ``_lowmem`` build the backbone with ``recompute=('adapters', )``.
 
