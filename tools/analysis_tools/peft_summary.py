@@ -69,9 +69,7 @@ def flops_of(model: torch.nn.Module, cfg: Config, hw: Tuple[int, int]) -> Option
 def summarise(path: str, checkpoint: Optional[str], shape: Optional[List[int]],
               flops: bool) -> dict:
     cfg = Config.fromfile(path)
-    if 'init_cfg' in cfg.model.get('backbone', {}):
-        cfg.model.backbone.init_cfg = None  # no pretrained weights needed to count
-    model = build_model_from_cfg(cfg)
+    model = build_model_from_cfg(cfg, pretrained=False)  # no weights needed to count
     if checkpoint:
         from mmengine.runner import load_checkpoint
 

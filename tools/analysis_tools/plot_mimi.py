@@ -27,8 +27,7 @@ def main() -> None:
     initial = record.get('initial_structure')
     if not initial:
         cfg = Config.fromfile(args.config)
-        cfg.model.backbone.init_cfg = None
-        initial = get_structure(build_model_from_cfg(cfg))
+        initial = get_structure(build_model_from_cfg(cfg, pretrained=False))
     plot_structure(record['structure'], initial, args.out)
     kept, total = sum(record['structure'].values()), sum(initial.values())
     print(f'wrote {args.out}: {kept}/{total} neurons kept')

@@ -30,8 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     cfg = Config.fromfile(args.config)
     base = args.base_checkpoint or cfg.model.backbone.get('init_cfg', {}).get('checkpoint')
-    cfg.model.backbone.init_cfg = None  # the backbone weights come from the checkpoint
-    model = build_model_from_cfg(cfg)
+    # the backbone weights come from the checkpoint
+    model = build_model_from_cfg(cfg, pretrained=False)
     apply_checkpoint_structure(model, args.checkpoint)
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=False)
     ckpt = make_adapter_checkpoint(model, base_checkpoint=base)

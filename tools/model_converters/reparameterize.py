@@ -24,8 +24,7 @@ def main() -> None:
     parser.add_argument('out')
     args = parser.parse_args()
     cfg = Config.fromfile(args.config)
-    cfg.model.backbone.init_cfg = None
-    model = build_model_from_cfg(cfg).eval()
+    model = build_model_from_cfg(cfg, pretrained=False).eval()
     apply_checkpoint_structure(model, args.checkpoint)
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=False)
     structure = get_structure(model)
