@@ -224,8 +224,6 @@ def run_isolated(mode: str, argv: List[str], dtypes: List[str]) -> Dict[str, flo
     its own process with the allocator set to follow live memory."""
     res = _run_child([*argv, '--single-mode', mode])
     plain = [a for a in argv if a != '--profile']
-    plain = [a for i, a in enumerate(plain) if a != '--repeat' and
-             (i == 0 or plain[i - 1] != '--repeat')]
     env = dict(MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD)
     groups = [dtypes] if _reset_peak_rss() else [[d] for d in dtypes]
     for group in groups:
@@ -300,7 +298,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _measure_mode(mode: str, argv: List[str], args) -> Dict[str, float]:
+def _measure_mode(mode: str, argv: List[str], args, repeat: bool) -> Dict[str, float]:
+    """All numbers of one mode; on a ``repeat`` only what varies (CPU memory is
+    deterministic and kept from the first run)."""
     if args.count_memory and not args.device.startswith('cuda'):
         # own process: glibc would keep freed activations of earlier modes mapped
         return _run_child([*argv, '--single-mode', mode],
@@ -309,14 +309,9 @@ def _measure_mode(mode: str, argv: List[str], args) -> Dict[str, float]:
         return count_memory(mode, args)
     if args.device.startswith('cuda'):
         return measure(mode, args)
-    if mode in _MEASURED_MEMORY:  # a repeat: time again, memory is deterministic
-        return dict(_run_child([*argv, '--single-mode', mode]), **_MEASURED_MEMORY[mode])
-    res = run_isolated(mode, argv, args.dtype)
-    _MEASURED_MEMORY[mode] = {k: v for k, v in res.items() if k.startswith('peak_mb')}
-    return res
-
-
-_MEASURED_MEMORY: Dict[str, Dict[str, float]] = {}
+    if repeat:
+        return _run_child([*argv, '--single-mode', mode])
+    return run_isolated(mode, argv, args.dtype)
 
 
 def main() -> None:
@@ -333,7 +328,7 @@ def main() -> None:
     for rep in range(args.repeat):
         for mode in args.modes:
             print(f'[benchmark] {mode} ({rep + 1}/{args.repeat}) ...', flush=True)
-            res = _measure_mode(mode, argv, args)
+            res = _measure_mode(mode, argv, args, repeat=mode in results)
             if mode in results:  # keep the fastest median of the repeats
                 for k, v in res.items():
                     if k.startswith(('train_ms', 'infer_ms')):
