@@ -2,7 +2,7 @@
 import pytest
 from mmengine.registry import DefaultScope
 
-from mona_mm.models import PEFTSwinTransformer
+from mona_mm.models import PEFTSwinTransformer, is_peft_backbone
 from tests.conftest import NANO
 
 
@@ -12,7 +12,8 @@ def test_build_from_downstream_scope(scope):
     registry = importlib.import_module(f'{scope}.registry').MODELS
     with DefaultScope.overwrite_default_scope(scope):
         bb = registry.build(dict(type='mona_mm.PEFTSwinTransformer', arch=NANO))
-    assert isinstance(bb, PEFTSwinTransformer)
+    # the scope's own Swin, adapters added
+    assert is_peft_backbone(bb) and type(bb).__mro__[2].__module__.split('.')[0] == scope
     assert registry.get('mona_mm.PEFTSwinTransformer') is PEFTSwinTransformer
 
 

@@ -41,8 +41,9 @@ def _network_order(name: str):
 
 def _short(name: str) -> str:
     parts = name.split('.')
-    try:
+    if 'stages' in parts and 'blocks' in parts:  # Swin
         s, b = parts[parts.index('stages') + 1], parts[parts.index('blocks') + 1]
         return f's{s}b{b}.{parts[-1]}'
-    except ValueError:
-        return name
+    if 'layers' in parts:  # ViT
+        return f'l{parts[parts.index("layers") + 1]}.{parts[-1]}'
+    return name

@@ -42,7 +42,7 @@ def _set_module(model: nn.Module, name: str, new: Optional[nn.Module]) -> None:
         else:
             raise ValueError(f'cannot remove {name}: its parent is not a ModuleDict')
     else:
-        setattr(parent, child, new)
+        model.set_submodule(name, new)
 
 
 def _slice_state(state: dict, old: Tensor, dims, keep: Optional[Tensor]) -> dict:
@@ -93,9 +93,6 @@ def prune_adapters(model: nn.Module, keep: Dict[str, Tensor],
         if new is None or not isinstance(new, BaseAdapter):
             vanished.append(name)
     setattr(model, VANISHED_ATTR, sorted(set(vanished)))
-    backbone = model if hasattr(model, '_set_trainable') else getattr(model, 'backbone', None)
-    if hasattr(backbone, '_set_trainable'):
-        backbone._set_trainable()  # fresh parameters: re-apply the PEFT method's rule
     if optimizer is not None and remap:
         _remap_optimizer(optimizer, remap)
     return widths

@@ -22,7 +22,8 @@ def _id(p):
 @pytest.mark.parametrize('path', ALL, ids=_id)
 def test_config_loads(path):
     cfg = Config.fromfile(path)
-    assert cfg.model.backbone.type == 'mona_mm.PEFTSwinTransformer'
+    assert cfg.model.backbone.type in ('mona_mm.PEFTSwinTransformer',
+                                       'mona_mm.PEFTVisionTransformer')
     assert 'mona_mm' in cfg.custom_imports['imports']
     assert cfg.default_scope in ('mmdet', 'mmseg', 'mmpretrain')
 
@@ -32,7 +33,7 @@ def test_every_method_has_every_paper_config():
                'adaptformer', 'lorand', 'mona'}
     for codebase, n in (('mmdet', 2), ('mmseg', 1), ('mmpretrain', 3)):
         for m in methods:
-            got = glob.glob(osp.join(ROOT, 'configs', codebase, m, f'*-{m}_*.py'))
+            got = glob.glob(osp.join(ROOT, 'configs', codebase, m, f'*swin-*-{m}_*.py'))
             swin_lb = [g for g in got if 'swin-t-' not in osp.basename(g)]
             assert len(swin_lb) == n, (codebase, m, got)
 
@@ -41,8 +42,14 @@ def test_every_method_has_every_paper_config():
 def test_paper_config_one_train_step(path, shapes_workspace):
     cfg = Config.fromfile(path)
     bb = cfg.model.backbone
-    from mona_mm.models import PEFTSwinTransformer
-    arch = PEFTSwinTransformer.arch_zoo[bb.arch]
-    bb.arch = dict(arch, depths=(1, 1, 1, 1))  # real widths, so the real neck/heads fit
+    # real widths, so the real neck/heads fit; fewer blocks
+    if bb.type.endswith('PEFTSwinTransformer'):
+        from mona_mm.models import SWIN_ARCHS
+        bb.arch = dict(SWIN_ARCHS[bb.arch], depths=(1, 1, 1, 1))
+    elif 'arch' in bb:  # mmpretrain's ViT
+        from mmpretrain.models.backbones import VisionTransformer
+        bb.arch = dict(VisionTransformer.arch_zoo[bb.arch], num_layers=2)
+    else:  # mmseg's ViT
+        bb.update(num_layers=4, out_indices=(0, 1, 2, 3))
     bb.init_cfg = None
     one_train_step(cfg, shapes_workspace)

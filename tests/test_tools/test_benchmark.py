@@ -44,3 +44,18 @@ def test_benchmark_count_memory(tmp_path):
         assert saved['mona_lowmem'] < saved['mona'] < saved['mona_reference']
         assert saved['floor'] < saved['mona']
         assert res['mona'][f'total_mb_{d}'] < res['full'][f'total_mb_{d}']
+
+
+def test_benchmark_runs_on_a_vit(tmp_path):
+    """The benchmark is generic: the same modes on mmpretrain's ViT."""
+    out_json = tmp_path / 'vit.json'
+    run_tool([PY, osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark_peft.py'),
+              '--backbone', 'vit', '--arch', '32,2,2,64', '--size', '64', '64', '--batch', '1',
+              '--iters', '1', '--warmup', '1', '--modes', 'full', 'mona', 'mona_mimi',
+              '--json', str(out_json)], cwd=tmp_path)
+    data = json.loads(out_json.read_text())
+    res = data['results']
+    assert data['info']['backbone'] == 'vit'
+    assert res['mona']['adapter_params'] == 4 * (133 * 32 + 9728)
+    assert res['mona_mimi']['adapter_params'] < res['mona']['adapter_params'] / 3
+    assert res['mona']['trainable'] == res['mona']['adapter_params']  # only the adapters

@@ -36,7 +36,8 @@ from typing import Dict, List, Optional
 import torch
 
 import mona_mm  # noqa: F401
-from mona_mm.models import PEFTSwinTransformer, iter_adapters, reparameterize
+from mona_mm.models import (PEFTSwinTransformer, PEFTVisionTransformer, iter_adapters,
+                            reparameterize)
 from mona_mm.pruning import adapter_param_total, neuron_scores, prune_adapters, select_keep
 from mona_mm.utils import count_trainable, saved_activation_bytes, training_state_bytes
 
@@ -56,9 +57,18 @@ MODES = {
 MMAP_THRESHOLD = str(64 * 1024)
 
 
-def build(mode: str, arch, mimi_ratio: float, device: str, with_cp: bool):
+def build(mode: str, arch, mimi_ratio: float, device: str, with_cp: bool,
+          backbone: str = 'swin', size=(224, 224)):
     recompute = ('adapters', ) if mode.endswith('_lowmem') else ()
-    bb = PEFTSwinTransformer(arch=arch, peft=MODES[mode], with_cp=with_cp, recompute=recompute)
+    if backbone == 'vit':  # mmpretrain's ViT at the benchmark size, patch 16
+        if with_cp:
+            raise SystemExit("--with-cp: mmpretrain's ViT has no with_cp; use the _lowmem modes")
+        bb = PEFTVisionTransformer(codebase='mmpretrain', arch=arch, img_size=tuple(size),
+                                   patch_size=16, out_type='featmap', peft=MODES[mode],
+                                   recompute=recompute)
+    else:
+        bb = PEFTSwinTransformer(arch=arch, peft=MODES[mode], with_cp=with_cp,
+                                 recompute=recompute)
     if mode.startswith('mona_mimi'):  # global MiMi selection on the (random-init) weights
         adapters = dict(iter_adapters(bb))
         scores = {n: neuron_scores(a, 'mimi') for n, a in adapters.items()}
@@ -91,7 +101,8 @@ def _train_step(bb, x, opt, device: str, amp: bool) -> None:
 
 def _setup(mode: str, args):
     torch.manual_seed(0)
-    bb = build(mode, args.arch_cfg, args.mimi_ratio, args.device, args.with_cp).train()
+    bb = build(mode, args.arch_cfg, args.mimi_ratio, args.device, args.with_cp, args.backbone,
+               args.size).train()
     params = [p for p in bb.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4) if params else None
     x = torch.randn(args.batch, 3, *args.size, device=args.device)
@@ -258,6 +269,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--arch', default='base',
                         help='tiny/small/base/large, or embed_dims,d1,d2,d3,d4,h1,h2,h3,h4')
+    parser.add_argument('--backbone', default='swin', choices=['swin', 'vit'],
+                        help="backbone family: 'swin' (mmdet's Swin; --arch tiny/small/base/"
+                        "large or embed,d1,d2,d3,d4,h1,h2,h3,h4) or 'vit' (mmpretrain's ViT, "
+                        'patch 16; --arch one of its archs, e.g. b, or embed,layers,heads,ffn)')
     parser.add_argument('--config', help='take the arch from this config instead')
     parser.add_argument('--size', nargs=2, type=int, default=[800, 1216])
     parser.add_argument('--batch', type=int, default=2)
@@ -290,6 +305,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         from mmengine.config import Config
         arch = Config.fromfile(args.config).model.backbone.get('arch', 'tiny')
         args.arch_cfg = arch if isinstance(arch, str) else dict(arch)
+    elif ',' in args.arch and args.backbone == 'vit':
+        v = [int(t) for t in args.arch.split(',')]
+        args.arch_cfg = dict(embed_dims=v[0], num_layers=v[1], num_heads=v[2],
+                             feedforward_channels=v[3])
     elif ',' in args.arch:
         v = [int(t) for t in args.arch.split(',')]
         args.arch_cfg = dict(embed_dims=v[0], depths=tuple(v[1:5]), num_heads=tuple(v[5:9]))
@@ -345,7 +364,7 @@ def main() -> None:
                 memory='counted: state + saved activations' if args.count_memory else
                 'cuda max_memory_allocated' if args.device.startswith('cuda') else
                 f'peak RSS above start, MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}',
-                arch=args.arch_cfg,
+                backbone=args.backbone, arch=args.arch_cfg,
                 size=args.size, batch=args.batch, dtypes=args.dtype, iters=args.iters,
                 warmup=args.warmup, repeat=args.repeat, with_cp=args.with_cp,
                 command=' '.join(sys.argv))

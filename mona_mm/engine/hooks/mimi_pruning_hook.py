@@ -83,8 +83,8 @@ class MiMiPruningHook(Hook):
             self.initial_params = adapter_param_total(runner.model)
         if not self.initial_structure:
             raise RuntimeError('MiMiPruningHook: the model has no adapters to prune (is the '
-                               "backbone a mona_mm.PEFTSwinTransformer with an adapter PEFT "
-                               'method?)')
+                               'backbone a mona_mm PEFT backbone (PEFTSwinTransformer, '
+                               'PEFTVisionTransformer, PEFTBackbone) with an adapter method?)')
         if self.score == 'grad_l1':
             self._watch_grads(runner)
 

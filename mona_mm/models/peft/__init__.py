@@ -5,7 +5,7 @@ from .base import (ADAPTER_POINTS, BaseAdapter, BasePEFTMethod, inside_adapter,
 from .bitfit import BitFit
 from .fixed import FixedBackbone
 from .full import FullFineTuning
-from .lora import LoRAMethod, LoRAQKV, merge_lora
+from .lora import LoRAMethod, LoRAMultiheadAttention, LoRAQKV, merge_lora
 from .lorand import LoRandAdapter, LoRandMethod, LoRandProjection
 from .mona import (Mona, MonaDeploy, MonaMethod, MonaOp, MonaReference,
                    MonaReferenceMethod)
@@ -16,7 +16,7 @@ from .reparameterize import DEPLOY_META_KEY, reparameterize
 __all__ = [
     'ADAPTER_POINTS', 'BaseAdapter', 'BasePEFTMethod', 'inside_adapter', 'iter_adapters',
     'replace_adapter', 'AdapterMethod', 'BottleneckAdapter', 'AdaptFormerMethod', 'BitFit',
-    'FixedBackbone', 'FullFineTuning', 'LoRAMethod', 'LoRAQKV', 'merge_lora', 'LoRandAdapter',
+    'FixedBackbone', 'FullFineTuning', 'LoRAMethod', 'LoRAMultiheadAttention', 'LoRAQKV', 'merge_lora', 'LoRandAdapter',
     'LoRandMethod', 'LoRandProjection', 'Mona', 'MonaDeploy', 'MonaMethod', 'MonaOp',
     'MonaReference', 'MonaReferenceMethod', 'NormTuning',
     'PartialTuning', 'DEPLOY_META_KEY', 'reparameterize'

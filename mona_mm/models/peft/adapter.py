@@ -1,5 +1,5 @@
 """The bottleneck adapter (Houlsby et al.) and the ADAPTER baseline."""
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch.nn as nn
 import torch.nn.functional as F
@@ -73,7 +73,9 @@ class AdapterMethod(BasePEFTMethod):
         self.hidden_dims = hidden_dims
         self.dropout = dropout
 
-    def build_adapters(self, embed_dims: int, stage: int, block: int) -> Dict[str, nn.Module]:
+    def build_adapters(self, embed_dims: int, index: int,
+                       points: Sequence[str]) -> Dict[str, nn.Module]:
+        self._require(('attn_out', 'mlp_out'), points)
         return {
             point: BottleneckAdapter(embed_dims, self.hidden_dims, self.dropout)
             for point in ('attn_out', 'mlp_out')

@@ -1,4 +1,4 @@
-from typing import Dict
+from typing import Dict, Sequence
 
 import torch.nn as nn
 
@@ -28,7 +28,9 @@ class AdaptFormerMethod(BasePEFTMethod):
         self.scale = scale
         self.dropout = dropout
 
-    def build_adapters(self, embed_dims: int, stage: int, block: int) -> Dict[str, nn.Module]:
+    def build_adapters(self, embed_dims: int, index: int,
+                       points: Sequence[str]) -> Dict[str, nn.Module]:
+        self._require(('mlp_parallel', ), points)
         return {
             'mlp_parallel':
             BottleneckAdapter(embed_dims, self.hidden_dims, self.dropout, residual=False,

@@ -2,18 +2,20 @@
 pruning, export, summaries) can find, measure and replace adapters without knowing their type.
 """
 from collections import OrderedDict
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-# Where a Swin block can host an adapter (see PEFTSwinBlock.forward):
+# Where a block can host an adapter (each backbone spec says which points its blocks offer
+# and how they are reached, see mona_mm.models.backbones.spec):
 #   attn_out:     f(attn(norm1(x)))            applied to the attention branch, before its residual
 #   post_attn:    f(x, hw_shape)               applied after the attention residual (Mona #1)
 #   mlp_parallel: x + mlp(h) + f(h), h=norm2(x) a parallel branch beside the MLP (AdaptFormer)
 #   mlp_out:      f(mlp(norm2(x)))             applied to the MLP branch, before its residual
-#   post_mlp:     f(x, hw_shape)               applied after the MLP residual (Mona #2)
+#   post_mlp:     f(x, hw_shape)               applied after the block (Mona #2; a ConvNeXt
+#                                              block's only point)
 ADAPTER_POINTS = ('attn_out', 'post_attn', 'mlp_parallel', 'mlp_out', 'post_mlp')
 
 
@@ -80,6 +82,11 @@ class BaseAdapter(nn.Module):
         ref = next(iter(self.parameters()), None)
         if ref is not None:
             new = new.to(device=ref.device, dtype=ref.dtype)
+        # new tensors train (or stay frozen) as the ones they replace
+        old = dict(self.named_parameters())
+        for pname, p in new.named_parameters():
+            if pname in old:
+                p.requires_grad_(old[pname].requires_grad)
         new.train(self.training)
         return new
 
@@ -113,29 +120,35 @@ class BasePEFTMethod:
     #: The name used in summaries (``FULL``, ``MONA``, ...).
     name: str = 'BASE'
 
-    def modify_block(self, block: nn.Module, embed_dims: int, stage: int, index: int) -> None:
-        """Change a block's own layers in place (e.g. wrap ``attn.w_msa.qkv`` for LoRA).
+    def modify_block(self, block: nn.Module, embed_dims: int, index: int, spec) -> None:
+        """Change a block's own layers in place (e.g. wrap its qkv projection for LoRA).
 
         Runs at construction, before any weights load, so wrappers must keep the wrapped
         layer's parameter names (pretrained keys then load unchanged).
 
         Args:
-            block: The :class:`PEFTSwinBlock`.
+            block: The upstream block.
             embed_dims: Channel width of the block.
-            stage: Stage index.
-            index: Block index inside its stage.
+            index: Position of the block among all blocks of the backbone.
+            spec: The backbone's :class:`~mona_mm.models.backbones.spec.BackboneSpec`.
         """
 
-    def build_adapters(self, embed_dims: int, stage: int,
-                       block: int) -> Dict[str, nn.Module]:
-        """Return ``{point: adapter}`` for one Swin block; points are ``ADAPTER_POINTS``.
+    def build_adapters(self, embed_dims: int, index: int,
+                       points: Sequence[str]) -> Dict[str, nn.Module]:
+        """Return ``{point: adapter}`` for one block.
 
         Args:
             embed_dims: Channel width of the block.
-            stage: Stage index of the block.
-            block: Block index inside its stage.
+            index: Position of the block among all blocks of the backbone.
+            points: The adapter points the block offers (see ``ADAPTER_POINTS``).
         """
         return {}
+
+    def _require(self, wanted: Sequence[str], points: Sequence[str]) -> None:
+        missing = [p for p in wanted if p not in points]
+        if missing:
+            raise ValueError(f'{self.name} puts adapters at {tuple(wanted)}, but this '
+                             f'backbone\'s blocks offer only {tuple(points)}')
 
     def is_trainable(self, name: str, backbone: nn.Module) -> bool:
         """Whether backbone parameter ``name`` trains. Default: the adapters' parameters.
@@ -191,11 +204,6 @@ def replace_adapter(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
         name: Qualified name as given by :func:`iter_adapters`.
         new: Replacement (a smaller adapter, or an identity for a vanished one).
     """
-    parent_name, _, child = name.rpartition('.')
-    parent = model.get_submodule(parent_name) if parent_name else model
-    old = getattr(parent, child) if not isinstance(parent, nn.ModuleDict) else parent[child]
-    if isinstance(parent, nn.ModuleDict):
-        parent[child] = new
-    else:
-        setattr(parent, child, new)
+    old = model.get_submodule(name)
+    model.set_submodule(name, new)
     return old

@@ -1,4 +1,4 @@
-"""LoRA on the q and v parts of Swin's fused qkv projection (Hu et al.; loralib defaults)."""
+"""LoRA on the q and v parts of a block's fused qkv projection (Hu et al.; loralib defaults)."""
 import math
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -127,11 +127,10 @@ def merge_lora(model: nn.Module) -> int:
     Returns:
         How many layers were merged.
     """
-    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, LoRAQKV)]
+    targets = [(n, m) for n, m in model.named_modules()
+               if isinstance(m, (LoRAQKV, LoRAMultiheadAttention))]
     for name, mod in targets:
-        parent_name, _, child = name.rpartition('.')
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, mod.merged())
+        model.set_submodule(name, mod.merged())
     return len(targets)
 
 
@@ -155,7 +154,106 @@ class LoRAMethod(BasePEFTMethod):
         self.alpha = alpha
         self.parts = tuple('qkv'.index(p) for p in parts)
 
-    def modify_block(self, block: nn.Module, embed_dims: int, stage: int, index: int) -> None:
-        w_msa = block.attn.w_msa
-        w_msa.qkv = LoRAQKV.from_linear(w_msa.qkv, rank=self.rank, alpha=self.alpha,
-                                        parts=self.parts)
+    def modify_block(self, block: nn.Module, embed_dims: int, index: int, spec) -> None:
+        if not spec.qkv:
+            raise ValueError(f'LoRA needs a qkv projection; {spec.name} blocks name none')
+        target = block.get_submodule(spec.qkv)
+        kwargs = dict(rank=self.rank, alpha=self.alpha, parts=self.parts)
+        if isinstance(target, nn.MultiheadAttention):
+            new = LoRAMultiheadAttention.from_attention(target, **kwargs)
+        elif isinstance(target, nn.Linear) and target.out_features == 3 * target.in_features:
+            new = LoRAQKV.from_linear(target, **kwargs)
+        else:
+            raise TypeError(f'LoRA target {spec.qkv} of {spec.name} blocks is a '
+                            f'{type(target).__name__}; expected a fused qkv nn.Linear (C -> 3C) '
+                            'or an nn.MultiheadAttention')
+        block.set_submodule(spec.qkv, new)
+
+
+class LoRAMultiheadAttention(nn.MultiheadAttention, BaseAdapter):
+    """``nn.MultiheadAttention`` whose fused ``in_proj_weight`` gets LoRA updates on q/k/v.
+
+    Same parameter names as the wrapped attention (``in_proj_weight``, ``in_proj_bias``,
+    ``out_proj.*``; all frozen, shared with it) plus ``lora_A``/``lora_B`` as in
+    :class:`LoRAQKV`; the forward runs torch's attention with ``in_proj_weight + delta``.
+    Used where a backbone's attention is torch's module (mmseg's ViT, through mmcv).
+
+    Args:
+        embed_dims: ``C``.
+        num_heads: Attention heads.
+        rank: ``r``. Defaults to 64.
+        alpha: ``scaling = alpha / r``. Defaults to 1.
+        parts: Which of q (0), k (1), v (2) get an update. Defaults to (0, 2).
+        **kwargs: The other arguments of ``nn.MultiheadAttention`` (``dropout``, ``bias``).
+    """
+
+    frozen_param_names = ('in_proj_weight', 'in_proj_bias', 'out_proj.weight', 'out_proj.bias')
+
+    def __init__(self, embed_dims: int, num_heads: int, rank: int = 64, alpha: float = 1.0,
+                 parts: Sequence[int] = (0, 2), **kwargs) -> None:
+        nn.MultiheadAttention.__init__(self, embed_dims, num_heads, **kwargs)
+        if not self._qkv_same_embed_dim or self.batch_first:
+            raise ValueError('LoRAMultiheadAttention supports a fused in_proj_weight with '
+                             'batch_first=False (what mmcv builds)')
+        self.parts = tuple(parts)
+        self.rank = rank
+        self.alpha = alpha
+        self.lora_A = nn.Parameter(torch.empty(len(self.parts), rank, embed_dims))
+        self.lora_B = nn.Parameter(torch.zeros(len(self.parts), embed_dims, rank))
+        LoRAQKV.reset_lora(self)
+
+    @classmethod
+    def from_attention(cls, attn: nn.MultiheadAttention, **kwargs) -> 'LoRAMultiheadAttention':
+        """Wrap an existing attention, sharing its parameters."""
+        new = cls(attn.embed_dim, attn.num_heads, dropout=attn.dropout,
+                  bias=attn.in_proj_bias is not None, batch_first=attn.batch_first, **kwargs)
+        new.in_proj_weight = attn.in_proj_weight
+        new.in_proj_bias = attn.in_proj_bias
+        new.out_proj = attn.out_proj
+        return new.train(attn.training)
+
+    in_features = property(lambda self: self.embed_dim)
+    weight = property(lambda self: self.in_proj_weight)
+    scaling = LoRAQKV.scaling
+    hidden_dims = LoRAQKV.hidden_dims
+    hidden_param_dims = LoRAQKV.hidden_param_dims
+    delta_weight = LoRAQKV.delta_weight
+
+    def new_with_width(self, width: int) -> 'LoRAMultiheadAttention':
+        new = LoRAMultiheadAttention(self.embed_dim, self.num_heads, rank=width,
+                                     alpha=self.alpha * width / self.rank, parts=self.parts,
+                                     dropout=self.dropout, bias=self.in_proj_bias is not None)
+        return new
+
+    def vanished(self) -> Optional[nn.Module]:
+        """Rank 0: torch's attention again (same tensors)."""
+        return self.merged(with_delta=False)
+
+    def merged(self, with_delta: bool = True) -> nn.MultiheadAttention:
+        """Torch's attention whose ``in_proj_weight`` includes the update (inference)."""
+        attn = nn.MultiheadAttention(self.embed_dim, self.num_heads, dropout=self.dropout,
+                                     bias=self.in_proj_bias is not None)
+        attn.out_proj = self.out_proj
+        attn.in_proj_bias = self.in_proj_bias
+        if not with_delta:
+            attn.in_proj_weight = self.in_proj_weight
+            return attn.train(self.training)
+        delta = self.delta_weight().detach()
+        if not torch.isfinite(delta).all():
+            raise ValueError('LoRA update has non-finite values; refusing to merge')
+        attn = attn.to(self.in_proj_weight.device, self.in_proj_weight.dtype)
+        with torch.no_grad():
+            attn.in_proj_weight.copy_(self.in_proj_weight + delta)
+        attn.in_proj_weight.requires_grad_(self.in_proj_weight.requires_grad)
+        return attn.train(self.training)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask=None,
+                need_weights: bool = True, attn_mask=None, average_attn_weights: bool = True,
+                is_causal: bool = False):
+        weight = self.in_proj_weight + self.delta_weight() if self.rank else self.in_proj_weight
+        return F.multi_head_attention_forward(
+            query, key, value, self.embed_dim, self.num_heads, weight, self.in_proj_bias,
+            self.bias_k, self.bias_v, self.add_zero_attn, self.dropout, self.out_proj.weight,
+            self.out_proj.bias, training=self.training, key_padding_mask=key_padding_mask,
+            need_weights=need_weights, attn_mask=attn_mask,
+            average_attn_weights=average_attn_weights, is_causal=is_causal)

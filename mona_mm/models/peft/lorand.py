@@ -1,7 +1,7 @@
 """LoRand (Yin et al., CVPR 2023): a bottleneck whose projections are sums of low-rank
 ``A G B`` products."""
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -98,7 +98,9 @@ class LoRandMethod(BasePEFTMethod):
         self.branches = branches
         self.inner = inner
 
-    def build_adapters(self, embed_dims: int, stage: int, block: int) -> Dict[str, nn.Module]:
+    def build_adapters(self, embed_dims: int, index: int,
+                       points: Sequence[str]) -> Dict[str, nn.Module]:
+        self._require(('attn_out', 'mlp_out'), points)
         return {
             point: LoRandAdapter(embed_dims, branches=self.branches, inner=self.inner)
             for point in ('attn_out', 'mlp_out')

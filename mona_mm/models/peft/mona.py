@@ -110,18 +110,51 @@ class MonaReference(BaseAdapter):
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         """Args:
-            x: Tokens (B, N, C) with N = H * W.
+            x: Tokens (B, N, C): ``N - H * W`` extra tokens (cls, distillation, register
+                tokens; none for Swin), then the H x W grid, row-major.
             hw_shape: (H, W).
+
+        The grid tokens go through the depthwise convs on their grid; every extra token goes
+        through them alone, as a 1x1 map (zero padding: each conv sees only its centre tap
+        and bias). Everything else in Mona is token-wise.
         """
         B, N, _ = x.shape
         H, W = hw_shape
+        E = _extra_tokens(N, hw_shape)
         h = self.norm(x) * self.gamma + x * self.gammax
         h = self.project1(h)
-        h = h.reshape(B, H, W, -1).permute(0, 3, 1, 2)
-        h = self.adapter_conv(h)
-        h = h.permute(0, 2, 3, 1).reshape(B, N, -1)
-        h = self.dropout(F.gelu(h))
+        g = h[:, E:].reshape(B, H, W, -1).permute(0, 3, 1, 2)
+        g = self.adapter_conv(g)
+        h_grid = g.permute(0, 2, 3, 1).reshape(B, H * W, -1)
+        if E:  # each extra token alone, as a 1x1 map (the convs see only their centre tap)
+            e = self.adapter_conv(h[:, :E].reshape(B * E, -1, 1, 1)).reshape(B, E, -1)
+            h_grid = torch.cat([e, h_grid], dim=1)
+        h = self.dropout(F.gelu(h_grid))
         return x + self.project2(h)
+
+
+def _extra_tokens(n: int, hw_shape: Tuple[int, int]) -> int:
+    extra = n - hw_shape[0] * hw_shape[1]
+    if extra < 0:
+        raise ValueError(f'Mona got {n} tokens for a {hw_shape[0]}x{hw_shape[1]} grid')
+    return extra
+
+
+def _depthwise_tokens(h: Tensor, hw_shape: Tuple[int, int], kernel: Tensor,
+                      bias: Tensor) -> Tensor:
+    """A depthwise conv (zero padding) over the grid tokens of ``h`` (B, N, m), read as a
+    channels-last view; extra tokens (before the grid) as 1x1 maps: centre tap and bias."""
+    B, N, m = h.shape
+    H, W = hw_shape
+    E = _extra_tokens(N, hw_shape)
+    k = kernel.shape[-1]
+    g = F.conv2d(h[:, E:].reshape(B, H, W, m).permute(0, 3, 1, 2), kernel, bias,
+                 padding=k // 2, groups=m)
+    g = g.permute(0, 2, 3, 1).reshape(B, H * W, m)
+    if not E:
+        return g
+    e = torch.addcmul(bias, h[:, :E], kernel[:, 0, k // 2, k // 2])
+    return torch.cat([e, g], dim=1)
 
 
 def _scaled_norm(x: Tensor, weight: Tensor, bias: Tensor, gamma: Tensor, gammax: Tensor,
@@ -196,20 +229,14 @@ class Mona(MonaReference):
     """
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
-        B, N, C = x.shape
-        H, W = hw_shape
         norm, p1 = self.norm, self.project1
         args = (x, norm.weight, norm.bias, self.gamma, self.gammax, p1.weight, p1.bias)
         if torch.is_grad_enabled() and any(t.requires_grad for t in args):
             h = ScaledNormDown.apply(*args, norm.eps)
         else:
             h = p1(_scaled_norm(*args[:5], norm.eps))
-        m = h.shape[-1]
         kernel, bias = self.adapter_conv.folded_depthwise()
-        k = kernel.shape[-1]
-        h = F.conv2d(h.view(B, H, W, m).permute(0, 3, 1, 2), kernel, bias, padding=k // 2,
-                     groups=m)
-        h = h.permute(0, 2, 3, 1).reshape(B, N, m)
+        h = _depthwise_tokens(h, hw_shape, kernel, bias)
         weight, bias = self.adapter_conv.folded_projector()
         h = self.dropout(F.gelu(F.linear(h, weight, bias)))
         return x + self.project2(h)
@@ -265,18 +292,15 @@ class MonaDeploy(BaseAdapter):
         return self.project1.out_features
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
-        B, N, C = x.shape
-        H, W = hw_shape
         h = self.project1(torch.addcmul(self.norm(x), x, self.gammax))
-        m = h.shape[-1]
-        h = self.dw(h.view(B, H, W, m).permute(0, 3, 1, 2))
-        h = F.gelu(self.proj(h.permute(0, 2, 3, 1).reshape(B, N, m)))
-        return x + self.project2(h)
+        h = _depthwise_tokens(h, hw_shape, self.dw.weight, self.dw.bias)
+        return x + self.project2(F.gelu(self.proj(h)))
 
 
 @PEFT_METHODS.register_module(name='Mona')
 class MonaMethod(BasePEFTMethod):
-    """MONA: two Mona adapters per Swin block, after each residual; only they train.
+    """MONA: two Mona adapters per block, after each residual (one after each block of a
+    backbone whose blocks offer only ``post_mlp``, e.g. ConvNeXt); only they train.
 
     Args:
         hidden_dims: Hidden width of every Mona. Defaults to 64.
@@ -292,10 +316,19 @@ class MonaMethod(BasePEFTMethod):
         self.kernel_sizes = tuple(kernel_sizes)
         self.dropout = dropout
 
-    def build_adapters(self, embed_dims: int, stage: int, block: int) -> Dict[str, nn.Module]:
+    adapter_cls = None  # Mona (set below: the class is defined above the method)
+
+    def build_adapters(self, embed_dims: int, index: int,
+                       points: Sequence[str]) -> Dict[str, nn.Module]:
+        # after each residual where the block has two (Swin, ViT), after the block where it
+        # has one (ConvNeXt)
+        chosen = [p for p in ('post_attn', 'post_mlp') if p in points]
+        if not chosen:
+            self._require(('post_mlp', ), points)
         return {
-            point: Mona(embed_dims, self.hidden_dims, self.kernel_sizes, self.dropout)
-            for point in ('post_attn', 'post_mlp')
+            point: self.adapter_cls(embed_dims, self.hidden_dims, self.kernel_sizes,
+                                    self.dropout)
+            for point in chosen
         }
 
 
@@ -304,10 +337,7 @@ class MonaReferenceMethod(MonaMethod):
     """MONA with the straightforward :class:`MonaReference` adapters (benchmark baseline)."""
 
     name = 'MONA-REF'
+    adapter_cls = MonaReference
 
-    def build_adapters(self, embed_dims: int, stage: int, block: int) -> Dict[str, nn.Module]:
-        return {
-            point: MonaReference(embed_dims, self.hidden_dims, self.kernel_sizes,
-                                 self.dropout)
-            for point in ('post_attn', 'post_mlp')
-        }
+
+MonaMethod.adapter_cls = Mona

@@ -6,7 +6,8 @@ from .base import BasePEFTMethod
 
 @PEFT_METHODS.register_module(name='Partial')
 class PartialTuning(BasePEFTMethod):
-    """PARTIAL-k: only the last ``num_blocks`` blocks of the last stage train.
+    """PARTIAL-k: only the last ``num_blocks`` blocks of the backbone train (Swin: of its last
+    stage).
 
     Args:
         num_blocks: How many trailing blocks train. Defaults to 1 (PARTIAL-1).
@@ -21,9 +22,7 @@ class PartialTuning(BasePEFTMethod):
         self.name = f'PARTIAL-{num_blocks}'
 
     def is_trainable(self, name: str, backbone: nn.Module) -> bool:
-        blocks = backbone.stages[-1].blocks
-        first = max(0, len(blocks) - self.num_blocks)
-        prefix = f'stages.{len(backbone.stages) - 1}.blocks.'
-        if not name.startswith(prefix):
-            return False
-        return int(name[len(prefix):].split('.', 1)[0]) >= first
+        # the blocks in forward order, as the backbone's spec lists them (for Swin: the
+        # last blocks of the last stage)
+        blocks = backbone.peft_blocks[-self.num_blocks:]
+        return any(name.startswith(block + '.') for block in blocks)

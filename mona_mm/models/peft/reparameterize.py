@@ -4,7 +4,7 @@ from typing import Dict
 import torch.nn as nn
 
 from .base import iter_adapters
-from .lora import LoRAQKV
+from .lora import LoRAMultiheadAttention, LoRAQKV
 from .mona import MonaDeploy, MonaReference
 
 DEPLOY_META_KEY = 'mona_mm_deploy'
@@ -28,15 +28,10 @@ def reparameterize(model: nn.Module) -> Dict[str, int]:
     for name, adapter in list(iter_adapters(inner)):
         if isinstance(adapter, MonaReference):
             new, key = MonaDeploy.from_mona(adapter), 'mona'
-        elif isinstance(adapter, LoRAQKV):
+        elif isinstance(adapter, (LoRAQKV, LoRAMultiheadAttention)):
             new, key = adapter.merged(), 'lora'
         else:
             continue
-        parent_name, _, child = name.rpartition('.')
-        parent = inner.get_submodule(parent_name) if parent_name else inner
-        if isinstance(parent, nn.ModuleDict):
-            parent[child] = new
-        else:
-            setattr(parent, child, new)
+        inner.set_submodule(name, new)
         done[key] += 1
     return done

@@ -172,7 +172,7 @@ def test_wrong_arch_names_the_keys(tmp_path, source):
     m = PEFTSwinTransformer(arch=dict(embed_dims=48, depths=(2, 2, 2, 2),
                                       num_heads=(1, 2, 4, 8)),
                             init_cfg=dict(type='Pretrained', checkpoint=str(path)))
-    with pytest.raises(ValueError, match=r'does not fit this arch.*patch_embed.projection'):
+    with pytest.raises(ValueError, match=r'does not fit this backbone.*patch_embed.projection'):
         m.init_weights()
     deeper = PEFTSwinTransformer(arch=dict(NANO, depths=(2, 2, 4, 2)),
                                  init_cfg=dict(type='Pretrained', checkpoint=str(path)))
@@ -206,7 +206,7 @@ def test_load_from_whole_model(tmp_path, source, layout):
     torch.save(ckpt, path)
     det = _Detector()
     checkpoint = _load_checkpoint(str(path), map_location='cpu')
-    runner = type('R', (), {'logger': MMLogger.get_current_instance()})()
+    runner = type('R', (), {'logger': MMLogger.get_current_instance(), 'model': det})()
     BackboneCheckpointHook().after_load_checkpoint(runner, checkpoint)
     _load_checkpoint_to_model(det, checkpoint, strict=False)
     _assert_loaded(det.backbone, source.state_dict(), skip=skip)
