@@ -2,8 +2,10 @@
 _base_ = ['mmpretrain::_base_/default_runtime.py', '../_base_/models/swin-nano.py']
 model = dict(
     type='ImageClassifier',
+    # mmpretrain's Swin; pad_small_map: the last stage's 4x4 map is smaller than the window
     backbone=dict(type='mona_mm.PEFTSwinTransformer', arch={{_base_.swin_nano_arch}},
-                  peft=dict(type='Full'), out_indices=(3, ), drop_path_rate=0.1),
+                  peft=dict(type='Full'), out_indices=(3, ), drop_path_rate=0.1,
+                  pad_small_map=True),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(type='LinearClsHead', num_classes=4, in_channels=256,
               loss=dict(type='CrossEntropyLoss', loss_weight=1.0), topk=(1, )))

@@ -8,8 +8,10 @@ pretrained = '{{$MONA_MM_PRETRAINED:data/pretrained}}/swin_large_patch4_window7_
 num_classes = 1000  # set by the dataset configs
 model = dict(
     type='ImageClassifier',
+    # mmpretrain's Swin; pad_small_map=True keeps the shift where the last map equals the
+    # window (7x7 at 224), as the authors' (mmdet-style) Swin does
     backbone=dict(type='mona_mm.PEFTSwinTransformer', arch='large', peft=dict(type='Mona'),
-                  window_size=7, drop_path_rate=0.2, out_indices=(3, ),
+                  window_size=7, drop_path_rate=0.2, out_indices=(3, ), pad_small_map=True,
                   init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=1536,
