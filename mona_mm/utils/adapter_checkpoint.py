@@ -20,7 +20,7 @@ def trained_keys(model: nn.Module) -> set:
     their buffers) plus the backbone parameters its PEFT method trains.
 
     Args:
-        model: A model whose ``backbone`` is a ``PEFTSwinTransformer`` (or any model: without
+        model: A model whose ``backbone`` is a mona_mm PEFT backbone (or any model: without
             a PEFT backbone every key counts as trained).
     """
     model = _unwrap(model)

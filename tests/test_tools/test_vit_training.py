@@ -6,18 +6,9 @@ import re
 
 import torch
 
-from tests.conftest import PY, ROOT, run_tool
+from tests.conftest import PY, run_tool
 
-TRAIN = osp.join(ROOT, 'tools', 'train.py')
-TEST = osp.join(ROOT, 'tools', 'test.py')
-CFG = osp.join(ROOT, 'configs', 'demo')
-SMALL = ['train_dataloader.batch_size=4', 'val_dataloader.batch_size=2',
-         'test_dataloader.batch_size=2', 'default_hooks.logger.interval=1']
-
-
-def _train(cfg, ws, wd, extra=(), resume=False):
-    args = [PY, TRAIN, cfg, '--work-dir', str(wd)] + (['--resume'] if resume else [])
-    return run_tool(args + ['--cfg-options', *SMALL, *extra], cwd=ws)
+from tests.test_tools.test_train_test import CFG, TEST, _train
 
 
 def test_vit_upernet_trains_and_tests(shapes_workspace):

@@ -49,6 +49,15 @@ def test_microsoft_release_into_every_codebase(tmp_path, source, codebase):
     path = tmp_path / 'official.pth'
     torch.save({'model': _official_from_mmdet(source.state_dict())}, path)
     m = _pretrained(codebase, path)
+    # every tensor of the release is loaded exactly (its one final norm is the last out norm)
+    got = m.state_dict()
+    checked = 0
+    for k, v in source.state_dict().items():
+        if k.startswith(('norm0.', 'norm1.', 'norm2.')) or k not in got:
+            continue
+        assert torch.equal(got[k], v), (codebase, k)
+        checked += 1
+    assert checked == len([k for k in got if '.adapters.' not in k])
     x = torch.randn(1, 3, 64, 64)
     ref = _features(source, x)
     # mmpretrain's Swin skips the shift where the map equals the window (pad_small_map=False)
@@ -148,6 +157,15 @@ def test_mmpretrain_vit_checkpoint_into_mmseg_vit(tmp_path):
     m.eval()
     with torch.no_grad():
         torch.testing.assert_close(m(x)[0], src(x)[0], rtol=1e-4, atol=1e-4)
+    # every tensor is loaded exactly (mmpretrain's attention names -> torch's)
+    assert torch.equal(m.layers[1].attn.attn.in_proj_weight, src.layers[1].attn.qkv.weight)
+    assert torch.equal(m.layers[1].attn.attn.out_proj.bias, src.layers[1].attn.proj.bias)
+    other = tmp_path / 'other.pth'
+    torch.save({'state_dict': {'conv1.weight': torch.zeros(8, 3, 3, 3)}}, other)
+    bad = PEFTVisionTransformer(codebase='mmseg', img_size=64, **dict(
+        kw, init_cfg=dict(type='Pretrained', checkpoint=str(other))))
+    with pytest.raises(ValueError, match='matches no tensor'):
+        bad.init_weights()
     # another input size: mmseg's ViT resizes the position embedding as its init does
     big = PEFTVisionTransformer(codebase='mmseg', img_size=96, **kw)
     big.init_weights()

@@ -81,14 +81,19 @@ def test_every_method_on_both_vits(codebase, kw, method):
         assert trainable and all(n.startswith('layers.1.') for n in trainable)
 
 
+def _vit_with_active_monas():
+    bb = PEFTVisionTransformer(codebase='mmpretrain', **VIT)
+    bb.eval()
+    for _, a in iter_adapters(bb):  # gamma starts at 1e-6: make the scaled norm matter
+        with torch.no_grad():
+            a.gamma.fill_(0.3)
+    return bb
+
+
 def test_mona_points_on_mmpretrain_vit_block():
     """x = x + attn(ln1(x)); x = mona1(x); x = x + ffn(ln2(x)); x = mona2(x)."""
     torch.manual_seed(0)
-    bb = PEFTVisionTransformer(codebase='mmpretrain', **VIT)
-    bb.eval()
-    for _, a in iter_adapters(bb):
-        with torch.no_grad():
-            a.gamma.fill_(0.3)
+    bb = _vit_with_active_monas()
     x = torch.randn(1, 3, 64, 64)
     tokens = {}
     bb.layers[1].register_forward_pre_hook(lambda m, a: tokens.setdefault('in', a[0]))
@@ -189,11 +194,7 @@ def test_peft_backbone_wrapper_is_the_upstream_class():
 
 def test_reparameterize_vit():
     torch.manual_seed(0)
-    bb = PEFTVisionTransformer(codebase='mmpretrain', **VIT)
-    bb.eval()
-    for _, a in iter_adapters(bb):
-        with torch.no_grad():
-            a.gamma.fill_(0.3)
+    bb = _vit_with_active_monas()
     x = torch.randn(1, 3, 64, 48)
     ref = bb(x)
     assert reparameterize(bb)['mona'] == 4

@@ -7,6 +7,7 @@ torch's ``nn.MultiheadAttention`` inside mmcv's (fused ``in_proj_weight``). Toke
 extra tokens (cls / distillation / register; as many as there are beyond the grid), then the
 patch grid that ``patch_embed`` reports.
 """
+import dataclasses
 import math
 import re
 from collections import OrderedDict
@@ -72,7 +73,7 @@ def convert_vit(sd: Dict[str, Tensor], backbone: nn.Module) -> Tuple[Dict[str, T
     return sd, layout
 
 
-register_spec(
+MMPRETRAIN_VIT = register_spec(
     BackboneSpec(
         name='ViT',
         blocks=(r'layers\.\d+', ),
@@ -91,20 +92,15 @@ register_spec(
     'mmpretrain.models.backbones.deit.DistilledVisionTransformer',
 )
 
-register_spec(
-    BackboneSpec(
-        name='ViT',
-        blocks=(r'layers\.\d+', ),
+MMSEG_VIT = register_spec(
+    dataclasses.replace(
+        MMPRETRAIN_VIT,
         # the attention branch before drop path: mmcv's attention adds its own residual
         points=dict(attn_out=AdapterPoint('output', 'attn.proj_drop'),
                     post_attn=AdapterPoint('residual', 'norm2', consumer='ffn'),
                     **_COMMON_POINTS),
         width='norm1',
-        layout='tokens',
-        grid='patch_embed',
         qkv='attn.attn',
-        recompute=dict(attn='attn', ffn='ffn'),
-        convert=convert_vit,
         extra_tokens='the cls token (with_cls_token=True) before the patch grid',
     ),
     'mmseg.models.backbones.vit.VisionTransformer',
