@@ -199,3 +199,87 @@ def test_reparameterize_vit():
     ref = bb(x)
     assert reparameterize(bb)['mona'] == 4
     torch.testing.assert_close(bb(x), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('codebase,kw', [('mmpretrain', VIT), ('mmseg', MMSEG_VIT)],
+                         ids=['mmpretrain', 'mmseg'])
+def test_vit_recompute_is_bit_identical(codebase, kw):
+    kw = dict(kw, codebase=codebase, drop_path_rate=0.3)
+    torch.manual_seed(0)
+    a = PEFTVisionTransformer(**kw)
+    b = PEFTVisionTransformer(**kw, recompute=('adapters', 'attn', 'ffn'))
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    losses = []
+    for m in (a, b):
+        m.train()
+        torch.manual_seed(1)
+        loss = sum((o * torch.linspace(0, 1, o.numel()).view_as(o)).sum() for o in m(x))
+        loss.backward()
+        losses.append(loss)
+    assert torch.equal(losses[0], losses[1])
+    ga = dict(a.named_parameters())
+    for n, p in b.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p.grad, ga[n].grad), n
+
+
+def test_vit_adapter_only_checkpoint_round_trip(tmp_path):
+    from mona_mm.utils import load_adapter_checkpoint, make_adapter_checkpoint
+
+    class Classifier(torch.nn.Module):
+
+        def __init__(self, init_cfg=None):
+            super().__init__()
+            self.backbone = PEFTVisionTransformer(codebase='mmpretrain', init_cfg=init_cfg,
+                                                  **VIT)
+            self.head = torch.nn.Linear(32, 3)
+
+        def init_weights(self):
+            self.backbone.init_weights()
+
+        def forward(self, x):
+            return self.head(self.backbone(x)[-1])
+
+    torch.manual_seed(0)
+    pre = PEFTVisionTransformer(codebase='mmpretrain', peft=dict(type='Full'), **VIT)
+    path = tmp_path / 'vit.pth'
+    torch.save({'state_dict': pre.state_dict()}, path)
+    model = Classifier(dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.01)
+    ckpt = make_adapter_checkpoint(model)
+    assert all('.adapters.' in k or k.startswith('head.') for k in ckpt['state_dict'])
+    torch.save(ckpt, tmp_path / 'adapters.pth')
+    fresh = Classifier()
+    load_adapter_checkpoint(fresh, str(tmp_path / 'adapters.pth'))
+    x = torch.randn(2, 3, 64, 64)
+    model.eval()
+    fresh.eval()
+    torch.testing.assert_close(fresh(x), model(x))
+
+
+def test_deit_distillation_token_is_an_extra_token():
+    torch.manual_seed(0)
+    bb = PEFTBackbone(dict(type='mmpretrain.DistilledVisionTransformer', **VIT,
+                           out_type='featmap'))
+    grids = []
+    for _, a in iter_adapters(bb):
+        a.register_forward_pre_hook(lambda m, args: grids.append((args[0].shape[1], args[1])))
+    bb.eval()
+    out = bb(torch.randn(1, 3, 64, 80))
+    assert out[-1].shape == (1, 32, 4, 5)
+    assert grids and all(n == 2 + 4 * 5 and hw == (4, 5) for n, hw in grids)
+
+
+@pytest.mark.parametrize('out_type', ['raw', 'cls_token', 'featmap', 'avg_featmap'])
+def test_vit_out_types(out_type):
+    bb = PEFTVisionTransformer(codebase='mmpretrain', out_type=out_type, **VIT)
+    bb.eval()
+    out = bb(torch.randn(1, 3, 64, 64))[-1]
+    expected = {'raw': (1, 17, 32), 'cls_token': (1, 32), 'featmap': (1, 32, 4, 4),
+                'avg_featmap': (1, 32)}[out_type]
+    assert out.shape == expected
