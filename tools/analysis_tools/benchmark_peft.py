@@ -194,6 +194,7 @@ def count_memory(mode: str, args) -> Dict[str, float]:
     bb, _, x = _setup(mode, args)
     state = training_state_bytes(bb.parameters())
     res: Dict[str, float] = dict(trainable=count_trainable(bb)['backbone_trainable'],
+                                 adapter_params=adapter_param_total(bb),
                                  state_mb=sum(state.values()) / 2**20)
     for dtype in args.dtype:
         with torch.autocast(args.device.split(':')[0], dtype=torch.bfloat16,
