@@ -22,8 +22,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor
 
 from mona_mm.registry import PEFT_METHODS
-from ..peft.base import BaseAdapter, BasePEFTMethod, inside_adapter, iter_adapters
-from .spec import AdapterPoint, BackboneSpec, get_spec
+from ..peft.base import BasePEFTMethod, inside_adapter, iter_adapters
+from .spec import BackboneSpec, get_spec
 
 
 def build_peft_method(cfg: Union[dict, BasePEFTMethod, None]) -> BasePEFTMethod:

@@ -16,7 +16,8 @@ from .reparameterize import DEPLOY_META_KEY, reparameterize
 __all__ = [
     'ADAPTER_POINTS', 'BaseAdapter', 'BasePEFTMethod', 'inside_adapter', 'iter_adapters',
     'replace_adapter', 'AdapterMethod', 'BottleneckAdapter', 'AdaptFormerMethod', 'BitFit',
-    'FixedBackbone', 'FullFineTuning', 'LoRAMethod', 'LoRAMultiheadAttention', 'LoRAQKV', 'merge_lora', 'LoRandAdapter',
+    'FixedBackbone', 'FullFineTuning', 'LoRAMethod', 'LoRAMultiheadAttention', 'LoRAQKV',
+    'merge_lora', 'LoRandAdapter',
     'LoRandMethod', 'LoRandProjection', 'Mona', 'MonaDeploy', 'MonaMethod', 'MonaOp',
     'MonaReference', 'MonaReferenceMethod', 'NormTuning',
     'PartialTuning', 'DEPLOY_META_KEY', 'reparameterize'

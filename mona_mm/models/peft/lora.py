@@ -220,10 +220,11 @@ class LoRAMultiheadAttention(nn.MultiheadAttention, BaseAdapter):
     delta_weight = LoRAQKV.delta_weight
 
     def new_with_width(self, width: int) -> 'LoRAMultiheadAttention':
-        new = LoRAMultiheadAttention(self.embed_dim, self.num_heads, rank=width,
-                                     alpha=self.alpha * width / self.rank, parts=self.parts,
-                                     dropout=self.dropout, bias=self.in_proj_bias is not None)
-        return new
+        # alpha scales with the rank so the trained update keeps its scaling (as LoRAQKV)
+        return LoRAMultiheadAttention(self.embed_dim, self.num_heads, rank=width,
+                                      alpha=self.alpha * width / self.rank, parts=self.parts,
+                                      dropout=self.dropout,
+                                      bias=self.in_proj_bias is not None)
 
     def vanished(self) -> Optional[nn.Module]:
         """Rank 0: torch's attention again (same tensors)."""
