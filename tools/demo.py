@@ -22,7 +22,7 @@ from mona_mm.utils import count_trainable
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PRETRAIN_CFG = osp.join(ROOT, 'configs/demo/swin-nano_1xb32-20e_shapes-cls.py')
-DET_CFG = osp.join(ROOT, 'configs/demo/cascade-mask-rcnn_swin-nano-mona_fpn_1xb4-6e_shapes.py')
+DET_CFG = osp.join(ROOT, 'configs/demo/cascade-mask-rcnn_swin-nano-mona_fpn_1xb4-4e_shapes.py')
 
 
 def parse_args() -> argparse.Namespace:

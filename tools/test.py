@@ -7,6 +7,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mona_mm  # noqa: F401  (registers our modules and the checkpoint allow-list)
+from mona_mm.datasets.checks import check_dataset_annotations
 from mona_mm.pruning import apply_checkpoint_structure
 from mona_mm.utils import (is_adapter_checkpoint, load_adapter_checkpoint,
                            prepare_cpu_distributed)
@@ -43,6 +44,7 @@ def main() -> None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    check_dataset_annotations(cfg, ('test_dataloader', ))
     adapter_only = is_adapter_checkpoint(args.checkpoint)
     cfg.load_from = None if adapter_only else args.checkpoint
     if args.amp:

@@ -2,11 +2,16 @@
 import argparse
 import os
 import os.path as osp
+from typing import Optional
 
 from mmengine.config import Config, DictAction
+from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
+                             is_npu_available)
+from mmengine.optim import AmpOptimWrapper
 from mmengine.runner import Runner
 
 import mona_mm  # noqa: F401  (registers our modules and the checkpoint allow-list)
+from mona_mm.datasets.checks import check_dataset_annotations
 from mona_mm.utils import prepare_cpu_distributed
 
 
@@ -29,6 +34,45 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def _is_amp_wrapper(kind) -> bool:
+    if isinstance(kind, type):
+        return issubclass(kind, AmpOptimWrapper)
+    return isinstance(kind, str) and kind.split('.')[-1] == 'AmpOptimWrapper'
+
+
+def check_amp_device(cfg: Config, amp: bool, config: Optional[str] = None) -> None:
+    """Stop before the runner is built when the run asks for mixed precision on a machine
+    without an accelerator: mmengine's ``AmpOptimWrapper`` needs CUDA (or NPU/MLU/MUSA) and
+    refuses the CPU, with ``dtype='bfloat16'`` too.
+
+    Args:
+        cfg: The merged config (after ``--cfg-options``, before ``--amp`` is applied).
+        amp: Whether ``--amp`` was given.
+        config: The config file, for the message.
+    """
+    if is_cuda_available() or is_npu_available() or is_mlu_available() or \
+            is_musa_available():
+        return
+    wrapper = cfg.get('optim_wrapper')
+    kind = wrapper.get('type', 'OptimWrapper') if isinstance(wrapper, dict) else None
+    if amp:
+        raise RuntimeError(
+            '--amp needs a CUDA GPU and none is available (mmengine\'s AmpOptimWrapper '
+            "refuses the CPU, with dtype='bfloat16' too); on the CPU drop --amp to train "
+            'in float32' + (', and since the config itself uses AmpOptimWrapper add '
+                            '--cfg-options optim_wrapper.type=OptimWrapper'
+                            if _is_amp_wrapper(kind) else '') + '.')
+    if _is_amp_wrapper(kind):
+        extra = sorted(k for k in ('loss_scale', 'dtype', 'use_fsdp') if k in wrapper)
+        raise RuntimeError(
+            f'{config or "the config"} sets optim_wrapper.type={kind!r} (mixed precision), '
+            'which needs a CUDA GPU and none is available (mmengine\'s AmpOptimWrapper '
+            "refuses the CPU, with dtype='bfloat16' too); to train in float32 on the CPU add "
+            '--cfg-options optim_wrapper.type=OptimWrapper'
+            + (f' and remove optim_wrapper\'s {", ".join(extra)} from the config'
+               if extra else '') + '.')
+
+
 def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
@@ -39,6 +83,10 @@ def main() -> None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    check_amp_device(cfg, args.amp, args.config)
+    check_dataset_annotations(
+        cfg, ('train_dataloader', 'val_dataloader') if cfg.get('val_cfg') else
+        ('train_dataloader', ))
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if optim_wrapper == 'AmpOptimWrapper':

@@ -1,7 +1,7 @@
 # MiMi on the demo detector: Mona adapters pruned after each of the first epochs
 # (rho 0.5 of the remaining neurons, global normalised score) until the adapters hold 4x
 # fewer parameters, then fine-tuning continues. Total budget: 8 epochs.
-_base_ = './cascade-mask-rcnn_swin-nano-mona_fpn_1xb4-6e_shapes.py'
+_base_ = './cascade-mask-rcnn_swin-nano-mona_fpn_1xb4-4e_shapes.py'
 max_epochs = 8
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [

@@ -44,3 +44,5 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9, 11])
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=4)
+# atomic saves: a run killed while saving keeps its last complete checkpoint
+default_hooks = dict(checkpoint=dict(type='mona_mm.SafeCheckpointHook'))

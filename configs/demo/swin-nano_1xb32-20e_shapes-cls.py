@@ -43,4 +43,5 @@ train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict()
 test_cfg = dict()
 default_hooks = dict(logger=dict(interval=10),
-                     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+                     checkpoint=dict(type='mona_mm.SafeCheckpointHook',  # atomic saves
+                                     interval=max_epochs, max_keep_ckpts=1))

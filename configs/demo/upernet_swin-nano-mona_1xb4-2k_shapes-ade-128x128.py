@@ -55,5 +55,6 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=100, end=2000, by_epoch=False)
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=2000, val_interval=2000)
-default_hooks = dict(checkpoint=dict(by_epoch=False, interval=1000, max_keep_ckpts=1),
+default_hooks = dict(checkpoint=dict(type='mona_mm.SafeCheckpointHook',  # atomic saves
+                                     by_epoch=False, interval=1000, max_keep_ckpts=1),
                      logger=dict(interval=50))

@@ -1,3 +1,5 @@
-from .hooks import AdapterCheckpointHook, BackboneCheckpointHook, MiMiPruningHook
+from .hooks import (AdapterCheckpointHook, BackboneCheckpointHook, MiMiPruningHook,
+                    SafeCheckpointHook)
 
-__all__ = ['AdapterCheckpointHook', 'BackboneCheckpointHook', 'MiMiPruningHook']
+__all__ = ['AdapterCheckpointHook', 'BackboneCheckpointHook', 'MiMiPruningHook',
+           'SafeCheckpointHook']

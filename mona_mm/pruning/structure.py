@@ -168,7 +168,8 @@ def apply_checkpoint_structure(model: nn.Module, path: str) -> bool:
         Whether the model was changed.
     """
     from mona_mm.models.peft.reparameterize import DEPLOY_META_KEY, reparameterize
-    ckpt = torch.load(path, map_location='cpu')
+    from mona_mm.utils.checkpoint_io import load_checkpoint_file
+    ckpt = load_checkpoint_file(path)
     structure = checkpoint_structure(ckpt)
     if structure is not None:
         apply_structure(model, structure)

@@ -1,9 +1,15 @@
 from .checkpoint_safety import (history_buffer_getattr, mmengine_checkpoint_globals,
                                 register_mmengine_safe_globals)
+from .checkpoint_io import (HASH_KEY, CheckpointError, content_hash, load_checkpoint_file,
+                            safe_torch_load, save_checkpoint_file, stamp_hash, verify_hash)
+from .checkpoint_io import register_schemes as register_checkpoint_schemes
 from .dist import prepare_cpu_distributed
 
 __all__ = [
-    'history_buffer_getattr', 'mmengine_checkpoint_globals', 'register_mmengine_safe_globals', 'prepare_cpu_distributed'
+    'history_buffer_getattr', 'mmengine_checkpoint_globals', 'register_mmengine_safe_globals',
+    'prepare_cpu_distributed', 'HASH_KEY', 'CheckpointError', 'content_hash',
+    'load_checkpoint_file', 'safe_torch_load', 'save_checkpoint_file', 'stamp_hash',
+    'verify_hash', 'register_checkpoint_schemes'
 ]
 from .params import count_trainable  # noqa: E402
 

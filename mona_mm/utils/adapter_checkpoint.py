@@ -1,12 +1,13 @@
 """Adapter-only checkpoints: just the trained part, beside a reference to the pretrained
 backbone they apply to."""
-import os.path as osp
 from collections import OrderedDict
 from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+from .checkpoint_io import load_checkpoint_file
 
 FORMAT = 'mona_mm/adapter-only/v1'
 
@@ -39,24 +40,63 @@ def trained_keys(model: nn.Module) -> set:
 
 
 def adapter_state_dict(model: nn.Module,
-                       state_dict: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
+                       state_dict: Optional[Dict[str, Tensor]] = None,
+                       base: Optional[dict] = None) -> Dict[str, Tensor]:
     """Filter a (full) state dict down to the trained part, by key prefix match (no pops
-    from a shared dict).
+    from a shared dict). The backbone's record in the state-dict metadata is kept and marked
+    adapter-only with its pretrained ``base``, so any loader (``load_checkpoint``, the
+    upstream inferencers, ``--resume``) composes the backbone again.
 
     Args:
         model: The model the state dict belongs to.
         state_dict: Defaults to ``model.state_dict()``.
+        base: ``dict(checkpoint=..., prefix=...)`` of the pretrained backbone; defaults to
+            the backbone's ``init_cfg``.
     """
     keys = trained_keys(model)
     sd = _unwrap(model).state_dict() if state_dict is None else state_dict
-    return OrderedDict((k, v) for k, v in sd.items() if k in keys)
+    out = OrderedDict((k, v) for k, v in sd.items() if k in keys)
+    out._metadata = mark_adapter_only(getattr(sd, '_metadata', None), model, base)
+    return out
+
+
+def mark_adapter_only(metadata: Optional[dict], model: nn.Module,
+                      base: Optional[dict] = None) -> OrderedDict:
+    """A copy of a state dict's ``_metadata`` whose PEFT backbone records say adapter-only
+    and name the pretrained backbone.
+
+    Args:
+        metadata: The full state dict's ``_metadata`` (None: empty).
+        model: The model it belongs to.
+        base: The pretrained backbone (default: each backbone's ``init_cfg``).
+    """
+    from mona_mm.models.backbones.injection import RECORD_KEY, is_peft_backbone
+    metadata = OrderedDict(metadata or {})
+    for name, module in _unwrap(model).named_modules():
+        if not is_peft_backbone(module):
+            continue
+        local = dict(metadata.get(name, {}))
+        record = dict(local.get(RECORD_KEY) or module.peft_record())
+        record['adapter_only'] = True
+        if base is not None:
+            record['base'] = base
+        local[RECORD_KEY] = record
+        metadata[name] = local
+    return metadata
 
 
 def base_checkpoint_of(model: nn.Module) -> Optional[str]:
     """The pretrained backbone checkpoint named in the backbone's ``init_cfg``, if any."""
+    base = base_of(model)
+    return base['checkpoint'] if base else None
+
+
+def base_of(model: nn.Module) -> Optional[dict]:
+    """``dict(checkpoint=..., prefix=...)`` of the backbone's ``init_cfg``, if pretrained."""
     init_cfg = getattr(getattr(_unwrap(model), 'backbone', None), 'init_cfg', None)
-    if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-        return init_cfg.get('checkpoint')
+    if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained' and \
+            init_cfg.get('checkpoint'):
+        return dict(checkpoint=str(init_cfg['checkpoint']), prefix=init_cfg.get('prefix'))
     return None
 
 
@@ -75,14 +115,14 @@ def make_adapter_checkpoint(model: nn.Module, meta: Optional[dict] = None,
     structure = get_structure(model)
     if structure:  # widths travel with the adapters (MiMi-pruned ones differ from the config)
         meta.setdefault(STRUCTURE_META_KEY, dict(structure=structure))
-    meta['mona_mm'] = dict(format=FORMAT,
-                           base_checkpoint=base_checkpoint or base_checkpoint_of(model))
-    return dict(meta=meta, state_dict=adapter_state_dict(model))
+    base = dict(checkpoint=base_checkpoint, prefix=None) if base_checkpoint else base_of(model)
+    meta['mona_mm'] = dict(format=FORMAT, base_checkpoint=base and base['checkpoint'])
+    return dict(meta=meta, state_dict=adapter_state_dict(model, base=base))
 
 
 def is_adapter_checkpoint(path: str) -> bool:
     """Whether ``path`` holds an adapter-only checkpoint (``weights_only`` peek)."""
-    ckpt = torch.load(path, map_location='cpu')
+    ckpt = load_checkpoint_file(path)
     return _is_adapter(ckpt)
 
 
@@ -107,29 +147,31 @@ def load_adapter_checkpoint(model: nn.Module, path: str,
     Returns:
         The loaded checkpoint dict.
     """
-    ckpt = torch.load(path, map_location='cpu')
+    ckpt = load_checkpoint_file(path)
     if not _is_adapter(ckpt):
         raise ValueError(f'{path} is not an adapter-only checkpoint (no meta.mona_mm.format '
                          f'== {FORMAT!r}); load it as a normal checkpoint')
     model = _unwrap(model)
-    base = base_checkpoint or ckpt['meta']['mona_mm'].get('base_checkpoint') or \
-        base_checkpoint_of(model)
-    if not base:
-        raise ValueError(f'{path} needs the pretrained backbone it was trained on: pass '
-                         '--base-checkpoint or set model.backbone.init_cfg')
-    if not osp.exists(base):
-        raise FileNotFoundError(f'pretrained backbone {base} (referenced by {path}) not found; '
-                                'pass --base-checkpoint PATH')
+    from mona_mm.models.backbones.injection import RECORD_KEY
     from mona_mm.pruning.structure import apply_structure, checkpoint_structure
     structure = checkpoint_structure(ckpt)
     if structure:  # MiMi-pruned adapters: shrink before anything loads
         apply_structure(model, structure)
-    backbone = model.backbone
-    backbone.init_cfg = dict(type='Pretrained', checkpoint=base)
-    model.init_weights()
-    missing = sorted(trained_keys(model) - set(ckpt['state_dict']))
+    sd = ckpt['state_dict']
+    missing = sorted(trained_keys(model) - set(sd))
     if missing:
         raise KeyError(f'{path} lacks {len(missing)} trained tensors of this model, e.g. '
                        f'{missing[:5]}; was it written for another config?')
-    model.load_state_dict(ckpt['state_dict'], strict=False)
+    # the backbone composes itself from the base its record names (or the override)
+    override = dict(checkpoint=base_checkpoint, prefix=None) if base_checkpoint else None
+    metadata = mark_adapter_only(getattr(sd, '_metadata', None), model, override)
+    fallback = base_of(model)
+    for local in metadata.values():
+        record = local.get(RECORD_KEY) if isinstance(local, dict) else None
+        if record is not None and not record.get('base'):
+            legacy = ckpt['meta']['mona_mm'].get('base_checkpoint')
+            record['base'] = dict(checkpoint=legacy, prefix=None) if legacy else fallback
+    sd = OrderedDict(sd)
+    sd._metadata = metadata
+    model.load_state_dict(sd, strict=False)
     return ckpt

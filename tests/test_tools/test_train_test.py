@@ -22,7 +22,7 @@ def _train(cfg, ws, work_dir, extra=(), resume=False):
 
 
 def test_cascade_mask_rcnn_coco_train_resume_test(shapes_workspace):
-    cfg = osp.join(CFG, 'cascade-mask-rcnn_swin-nano-mona_fpn_1xb4-6e_shapes.py')
+    cfg = osp.join(CFG, 'cascade-mask-rcnn_swin-nano-mona_fpn_1xb4-4e_shapes.py')
     wd = shapes_workspace / 'work_dirs' / 'cascade'
     common = ['model.backbone.init_cfg=None', 'default_hooks.checkpoint.interval=1',
               'param_scheduler.0.end=2']

@@ -7,7 +7,7 @@ from mmengine.config import Config
 from mona_mm.utils import build_model_from_cfg
 from tests.conftest import ROOT
 
-CFG = osp.join(ROOT, 'configs', 'demo', 'cascade-mask-rcnn_swin-nano-mona_fpn_1xb4-6e_shapes.py')
+CFG = osp.join(ROOT, 'configs', 'demo', 'cascade-mask-rcnn_swin-nano-mona_fpn_1xb4-4e_shapes.py')
 
 
 def test_pretrained_false_drops_backbone_init_cfg_without_touching_the_config():

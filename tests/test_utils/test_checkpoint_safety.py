@@ -112,5 +112,6 @@ def test_arbitrary_pickled_object_is_refused(tmp_path):
     torch.save({'state_dict': {'linear.weight': torch.zeros(1, 2)}, 'meta': Evil()}, path)
     with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'):
         torch.load(path, map_location='cpu')
-    with pytest.raises(pickle.UnpicklingError):
+    from mona_mm.utils import CheckpointError
+    with pytest.raises(CheckpointError, match='refusing to load'):
         load_checkpoint(ToyModel(), str(path), map_location='cpu')

@@ -5,13 +5,12 @@ The initial widths come from the checkpoint's MiMi record, else from the config.
 """
 import argparse
 
-import torch
 from mmengine.config import Config
 
 import mona_mm  # noqa: F401
 from mona_mm.pruning import STRUCTURE_META_KEY, get_structure
 from mona_mm.pruning.plot import plot_structure
-from mona_mm.utils import build_model_from_cfg
+from mona_mm.utils import build_model_from_cfg, load_checkpoint_file
 
 
 def main() -> None:
@@ -20,7 +19,7 @@ def main() -> None:
     parser.add_argument('checkpoint')
     parser.add_argument('out')
     args = parser.parse_args()
-    record = (torch.load(args.checkpoint, map_location='cpu').get('meta') or {}).get(
+    record = (load_checkpoint_file(args.checkpoint).get('meta') or {}).get(
         STRUCTURE_META_KEY)
     if not record:
         raise SystemExit(f'{args.checkpoint} carries no adapter structure (not MiMi-pruned)')

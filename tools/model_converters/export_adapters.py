@@ -8,16 +8,15 @@ Load it for inference with ``tools/test.py CONFIG OUT`` (the pretrained backbone
 the recorded path, ``--base-checkpoint``, or the config's ``init_cfg``).
 """
 import argparse
-import os
 import os.path as osp
 
-import torch
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
 import mona_mm  # noqa: F401
 from mona_mm.pruning import adapter_param_total, apply_checkpoint_structure
-from mona_mm.utils import build_model_from_cfg, make_adapter_checkpoint
+from mona_mm.utils import (HASH_KEY, build_model_from_cfg, make_adapter_checkpoint,
+                           save_checkpoint_file)
 
 
 def main() -> None:
@@ -33,11 +32,11 @@ def main() -> None:
     # the backbone weights come from the checkpoint
     model = build_model_from_cfg(cfg, pretrained=False)
     apply_checkpoint_structure(model, args.checkpoint)
-    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=False)
-    ckpt = make_adapter_checkpoint(model, base_checkpoint=base)
-    tmp = args.out + '.tmp'
-    torch.save(ckpt, tmp)
-    os.replace(tmp, args.out)  # never leave a half-written file under the final name
+    source = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=False)
+    # every meta field travels (dataset_meta: class names for the inferencers)
+    meta = {k: v for k, v in (source.get('meta') or {}).items() if k != HASH_KEY}
+    ckpt = make_adapter_checkpoint(model, meta=meta, base_checkpoint=base)
+    save_checkpoint_file(ckpt, args.out)  # atomic, with a content hash
     print(f'wrote {args.out}: {len(ckpt["state_dict"])} tensors, '
           f'{adapter_param_total(model):,} adapter params, '
           f'{osp.getsize(args.out) / 2**20:.2f} MB (base: {base})')

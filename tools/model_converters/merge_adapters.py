@@ -5,11 +5,11 @@ Usage: python tools/model_converters/merge_adapters.py CONFIG ADAPTER_CKPT OUT
 """
 import argparse
 
-import torch
 from mmengine.config import Config
 
 import mona_mm  # noqa: F401
-from mona_mm.utils import build_model_from_cfg, load_adapter_checkpoint
+from mona_mm.utils import (HASH_KEY, build_model_from_cfg, load_adapter_checkpoint,
+                           save_checkpoint_file)
 
 
 def main() -> None:
@@ -22,8 +22,9 @@ def main() -> None:
     cfg = Config.fromfile(args.config)
     model = build_model_from_cfg(cfg)
     ckpt = load_adapter_checkpoint(model, args.adapter_checkpoint, args.base_checkpoint)
-    meta = {k: v for k, v in ckpt.get('meta', {}).items() if k != 'mona_mm'}
-    torch.save(dict(meta=meta, state_dict=model.state_dict()), args.out)
+    # every meta field but the adapter-only marker travels (dataset_meta...)
+    meta = {k: v for k, v in ckpt.get('meta', {}).items() if k not in ('mona_mm', HASH_KEY)}
+    save_checkpoint_file(dict(meta=meta, state_dict=model.state_dict()), args.out)
     print(f'wrote full checkpoint {args.out} ({len(model.state_dict())} tensors)')
 
 

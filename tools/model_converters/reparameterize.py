@@ -5,16 +5,14 @@ Usage: python tools/model_converters/reparameterize.py CONFIG CKPT OUT
 ``tools/test.py CONFIG OUT`` then builds the deploy form before loading.
 """
 import argparse
-import os
 
-import torch
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
 import mona_mm  # noqa: F401
 from mona_mm.models import DEPLOY_META_KEY, reparameterize
 from mona_mm.pruning import STRUCTURE_META_KEY, apply_checkpoint_structure, get_structure
-from mona_mm.utils import build_model_from_cfg
+from mona_mm.utils import HASH_KEY, build_model_from_cfg, save_checkpoint_file
 
 
 def main() -> None:
@@ -26,13 +24,13 @@ def main() -> None:
     cfg = Config.fromfile(args.config)
     model = build_model_from_cfg(cfg, pretrained=False).eval()
     apply_checkpoint_structure(model, args.checkpoint)
-    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=False)
+    source = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=False)
     structure = get_structure(model)
     done = reparameterize(model)
-    meta = {DEPLOY_META_KEY: True, STRUCTURE_META_KEY: dict(structure=structure)}
-    tmp = args.out + '.tmp'
-    torch.save(dict(meta=meta, state_dict=model.state_dict()), tmp)
-    os.replace(tmp, args.out)
+    # every meta field travels (dataset_meta: class names for the inferencers)
+    meta = {k: v for k, v in (source.get('meta') or {}).items() if k != HASH_KEY}
+    meta.update({DEPLOY_META_KEY: True, STRUCTURE_META_KEY: dict(structure=structure)})
+    save_checkpoint_file(dict(meta=meta, state_dict=model.state_dict()), args.out)
     print(f'wrote {args.out}: folded {done["mona"]} Mona, merged {done["lora"]} LoRA')
 
 

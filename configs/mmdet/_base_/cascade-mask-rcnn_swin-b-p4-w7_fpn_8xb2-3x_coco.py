@@ -9,6 +9,8 @@ _base_ = [
 ]
 custom_imports = dict(imports=['mona_mm'], allow_failed_imports=False)
 custom_hooks = [dict(type='mona_mm.BackboneCheckpointHook')]
+# atomic saves: a run killed while saving keeps its last complete checkpoint
+default_hooks = dict(checkpoint=dict(type='mona_mm.SafeCheckpointHook'))
 pretrained = '{{$MONA_MM_PRETRAINED:data/pretrained}}/swin_base_patch4_window7_224_22k.pth'
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(

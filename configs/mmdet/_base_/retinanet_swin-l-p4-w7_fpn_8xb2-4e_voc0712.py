@@ -4,6 +4,8 @@
 _base_ = ['mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py']
 custom_imports = dict(imports=['mona_mm'], allow_failed_imports=False)
 custom_hooks = [dict(type='mona_mm.BackboneCheckpointHook')]
+# atomic saves: a run killed while saving keeps its last complete checkpoint
+default_hooks = dict(checkpoint=dict(type='mona_mm.SafeCheckpointHook'))
 pretrained = '{{$MONA_MM_PRETRAINED:data/pretrained}}/swin_large_patch4_window7_224_22k.pth'
 model = dict(
     backbone=dict(

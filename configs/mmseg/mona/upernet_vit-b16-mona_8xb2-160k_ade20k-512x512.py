@@ -5,6 +5,8 @@ _base_ = ['mmseg::vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py',
           '../../_base_/models/vit-b-p16.py']
 custom_imports = dict(imports=['mona_mm'], allow_failed_imports=False)
 custom_hooks = [dict(type='mona_mm.BackboneCheckpointHook')]
+# atomic saves: a run killed while saving keeps its last complete checkpoint
+default_hooks = dict(checkpoint=dict(type='mona_mm.SafeCheckpointHook'))
 model = dict(
     pretrained=None,
     backbone=dict(

@@ -18,6 +18,10 @@ from mona_mm.registry import HOOKS
 META_KEY = STRUCTURE_META_KEY
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @HOOKS.register_module()
 class MiMiPruningHook(Hook):
     """Every ``interval`` epochs (or iterations), score the hidden neurons of every adapter,
@@ -51,12 +55,25 @@ class MiMiPruningHook(Hook):
         if target_ratio is None and target_params is None:
             raise ValueError('MiMiPruningHook needs a target: target_ratio (e.g. 4.0) or '
                              'target_params')
+        if target_ratio is not None and not (isinstance(target_ratio, (int, float))
+                                             and target_ratio > 1):
+            raise ValueError(f'MiMiPruningHook: target_ratio must be a number > 1 (initial / '
+                             f'final adapter parameters), got {target_ratio!r}')
+        if target_params is not None and not (_is_int(target_params) and target_params > 0):
+            raise ValueError(f'MiMiPruningHook: target_params must be an int > 0, got '
+                             f'{target_params!r}')
         if score not in SCORES:
-            raise ValueError(f'unknown score {score!r}; choose one of {SCORES}')
-        if not 0 < rho < 1:
-            raise ValueError(f'rho must be in (0, 1), got {rho}')
-        if interval < 1:
-            raise ValueError(f'interval must be >= 1, got {interval}')
+            raise ValueError(f'MiMiPruningHook: unknown score {score!r}; choose one of {SCORES}')
+        if selection not in ('global', 'local'):
+            raise ValueError(f"MiMiPruningHook: selection must be 'global' or 'local', got "
+                             f'{selection!r}')
+        if not (isinstance(rho, (int, float)) and 0 < rho < 1):
+            raise ValueError(f'MiMiPruningHook: rho must be in (0, 1), got {rho!r}')
+        for field, value, low in (('interval', interval, 1), ('max_steps', max_steps, 1),
+                                  ('min_neurons', min_neurons, 0)):
+            if not (_is_int(value) and value >= low):
+                raise ValueError(f'MiMiPruningHook: {field} must be an int >= {low}, got '
+                                 f'{value!r}')
         self.interval, self.by_epoch, self.rho = interval, by_epoch, rho
         self.target_ratio, self.target_params = target_ratio, target_params
         self.score, self.selection, self.min_neurons = score, selection, min_neurons
@@ -67,6 +84,7 @@ class MiMiPruningHook(Hook):
         self.initial_params: Optional[int] = None
         self._grads: Dict[str, Dict[str, Tensor]] = {}
         self._grad_handles = []
+        self._resumed_grads: Optional[Dict[str, Dict[str, Tensor]]] = None
 
     # ------------------------------------------------------------------ bookkeeping
     def _target_met(self, params: int) -> bool:
@@ -85,8 +103,23 @@ class MiMiPruningHook(Hook):
             raise RuntimeError('MiMiPruningHook: the model has no adapters to prune (is the '
                                'backbone a mona_mm PEFT backbone (PEFTSwinTransformer, '
                                'PEFTVisionTransformer, PEFTBackbone) with an adapter method?)')
+        from mmengine.hooks import EMAHook
+        if any(isinstance(h, EMAHook) for h in runner.hooks):
+            raise RuntimeError('MiMiPruningHook cannot run beside EMAHook: the EMA copy keeps '
+                               'the unpruned shapes. Prune without EMA, then fine-tune the '
+                               'pruned model with EMA (load_from the pruned checkpoint).')
+        if self.target_params is not None and not self.done and \
+                self.target_params >= adapter_param_total(runner.model):
+            raise ValueError(f'MiMiPruningHook: target_params={self.target_params:,} is not '
+                             f'below the current {adapter_param_total(runner.model):,} adapter '
+                             'parameters; nothing would be pruned')
         if self.score == 'grad_l1':
             self._watch_grads(runner)
+            if self._resumed_grads:  # gradients accumulated before the interruption
+                for name, grads in self._resumed_grads.items():
+                    if name in self._grads:
+                        self._grads[name].update(grads)
+                self._resumed_grads = None
 
     def _watch_grads(self, runner) -> None:
         for h in self._grad_handles:
@@ -119,8 +152,20 @@ class MiMiPruningHook(Hook):
         model = unwrap(runner.model)
         adapters = dict(iter_adapters(model))
         gen = torch.Generator().manual_seed(self.seed + self.steps)
+        for n, a in adapters.items():
+            for pname, p in a.named_parameters():
+                if not torch.isfinite(p).all():
+                    raise FloatingPointError(
+                        f'MiMi: adapter {n} has non-finite weights ({pname}); training '
+                        'diverged? Resume from an earlier checkpoint with a lower lr.')
         scores = {n: neuron_scores(a, self.score, self._grads.get(n), gen)
                   for n, a in adapters.items()}
+        for n, sc in scores.items():
+            if not torch.isfinite(sc).all():
+                raise FloatingPointError(
+                    f'MiMi: adapter {n} has {int((~torch.isfinite(sc)).sum())} non-finite '
+                    f'neuron scores ({self.score}); its gradients or weights are NaN/inf, so '
+                    'no global ranking is meaningful. Resume from an earlier checkpoint.')
 
         def params_at(widths):
             return sum(adapters[n].param_count(w) for n, w in widths.items())
@@ -170,11 +215,17 @@ class MiMiPruningHook(Hook):
 
     # ------------------------------------------------------------------ checkpoints
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint.setdefault('meta', {})[META_KEY] = dict(
+        record = dict(
             structure=get_structure(runner.model), initial_structure=self.initial_structure,
             initial_params=self.initial_params, steps=self.steps, done=self.done)
+        if self.score == 'grad_l1':  # what the next prune ranks by, so resume prunes alike
+            record['grads'] = {n: {k: v.detach().cpu().clone() for k, v in g.items()}
+                               for n, g in self._grads.items()}
+        checkpoint.setdefault('meta', {})[META_KEY] = record
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        from mona_mm.models.backbones.injection import check_checkpoint_records
+        check_checkpoint_records(runner.model, checkpoint)  # another method: say so first
         record = checkpoint.get('meta', {}).get(META_KEY)
         if not record:
             return
@@ -184,13 +235,14 @@ class MiMiPruningHook(Hook):
             self.steps, self.done = record['steps'], record['done']
             self.initial_structure = record['initial_structure']
             self.initial_params = record['initial_params']
+            self._resumed_grads = record.get('grads')
             optimizer = runner.optim_wrapper.optimizer if hasattr(
                 runner.optim_wrapper, 'optimizer') else None
         apply_structure(runner.model, record['structure'], optimizer)
         self._after_structure_change(runner)
         runner.logger.info(f'MiMi: rebuilt the pruned adapter structure from the checkpoint '
                            f'({adapter_param_total(runner.model):,} adapter params, '
-                           f'{self.steps} pruning steps done)')
+                           f'{record["steps"]} pruning steps done)')
 
     def after_train(self, runner) -> None:
         if self.initial_params:

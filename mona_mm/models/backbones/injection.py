@@ -10,6 +10,8 @@ points the spec names; no block forward is rewritten. With ``peft=dict(type='Ful
 is added at all.
 """
 import functools
+import inspect
+import os.path as osp
 import sys
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -18,7 +20,6 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.logging import MMLogger
-from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor
 
 from mona_mm.registry import PEFT_METHODS
@@ -26,21 +27,86 @@ from ..peft.base import BasePEFTMethod, inside_adapter, iter_adapters
 from .spec import BackboneSpec, get_spec
 
 
-def build_peft_method(cfg: Union[dict, BasePEFTMethod, None]) -> BasePEFTMethod:
-    """Build a PEFT method from ``dict(type=..., **kwargs)`` (whatever the default scope).
+def build_peft_method(cfg: Union[str, dict, BasePEFTMethod, None]) -> BasePEFTMethod:
+    """Build a PEFT method from ``dict(type=..., **kwargs)`` or its bare name (``'Mona'`` is
+    ``dict(type='Mona')``), whatever the default scope.
 
     Args:
-        cfg: The backbone's ``peft`` field; None means ``Full``.
+        cfg: The backbone's ``peft`` field: a registered method name, a config dict with
+            ``type``, or a built method; None means ``Full``.
     """
     if isinstance(cfg, BasePEFTMethod):
         return cfg
-    cfg = dict(type='Full') if cfg is None else dict(cfg)
+    known = sorted(PEFT_METHODS.module_dict)
+    if cfg is None:
+        cfg = dict(type='Full')
+    elif isinstance(cfg, str):
+        cfg = dict(type=cfg)
+    elif isinstance(cfg, dict):
+        cfg = dict(cfg)
+    else:
+        raise TypeError(f'peft must be a method name, a dict with `type` or None, got '
+                        f'{type(cfg).__name__} {cfg!r}; e.g. peft=\'Mona\' or '
+                        f"peft=dict(type='Mona', hidden_dims=64) (methods: {known})")
     name = cfg.pop('type', None)
     cls = PEFT_METHODS.get(name) if isinstance(name, str) else None
     if cls is None:
-        raise KeyError(f'{name!r} is not a registered PEFT method; known: '
-                       f'{sorted(PEFT_METHODS.module_dict)}')
+        what = 'peft has no `type`' if name is None else \
+            f'{name!r} is not a registered PEFT method'
+        raise KeyError(f'{what}; known: {known}')
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(cfg) - set(params))
+        if unknown:
+            raise TypeError(f'{name}: unknown argument(s) {unknown}; it takes '
+                            f'{list(params) or "no arguments"}')
     return cls(**cfg)
+
+
+def _plain(value):
+    """Config values as plain, comparable data (tuples and lists alike)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in sorted(value.items())}
+    return value
+
+
+def peft_method_config(cfg: Union[str, dict, BasePEFTMethod, None]) -> dict:
+    """The backbone's ``peft`` argument as a full, comparable config: the registered name
+    and every constructor argument with its default filled in.
+
+    Args:
+        cfg: As given to the backbone (name, dict, built method or None).
+    """
+    if isinstance(cfg, BasePEFTMethod):
+        names = [k for k, v in PEFT_METHODS.module_dict.items() if v is type(cfg)]
+        return dict(type=names[0] if names else type(cfg).__name__)
+    cfg = dict(type='Full') if cfg is None else \
+        dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
+    name = cfg.pop('type')
+    try:
+        bound = inspect.signature(PEFT_METHODS.get(name)).bind(**cfg)
+        bound.apply_defaults()
+        cfg = dict(bound.arguments)
+    except (TypeError, ValueError):  # **kwargs methods: as given
+        pass
+    return dict(type=name, **_plain(cfg))
+
+
+def _describe(cfg: dict) -> str:
+    args = ', '.join(f'{k}={v!r}' for k, v in cfg.items() if k != 'type')
+    return f"{cfg.get('type')}({args})"
+
+
+#: Key of the backbone's record in its state-dict metadata (``state_dict._metadata``).
+RECORD_KEY = 'mona_mm'
+
+
+def _record_in_state_dict(module: nn.Module, state_dict: dict, prefix: str,
+                          local_metadata: dict) -> None:
+    # a plain function (not a bound method): copies of the model record themselves
+    local_metadata[RECORD_KEY] = module.peft_record()
 
 
 class _GridContext:
@@ -192,6 +258,8 @@ class PEFTBackboneMixin:
                              f'`recompute` takes any of {valid}')
         self.recompute = recompute
         self.peft_method = build_peft_method(peft)
+        #: The PEFT method as a full config (recorded in state dicts, compared on load).
+        self.peft_cfg = peft_method_config(peft)
         self._peft_context = _GridContext()
         blocks = spec.find_blocks(self)
         #: Names of the blocks, in forward order (what Partial and MiMi plots count).
@@ -213,6 +281,10 @@ class PEFTBackboneMixin:
         if spec.grid == 'patch_embed' and any(True for _ in iter_adapters(self)):
             self.patch_embed.register_forward_hook(self._capture_patch_grid)
         self._apply_peft_trainability()
+        # every adapter the method built (MiMi may remove some later: width 0)
+        self._peft_built = [name for name, _ in iter_adapters(self)]
+        self._peft_base_loaded = False
+        self.register_state_dict_post_hook(_record_in_state_dict)
 
     def _capture_patch_grid(self, module: nn.Module, args: tuple, out) -> None:
         self._peft_context.grid = tuple(out[1])
@@ -248,6 +320,90 @@ class PEFTBackboneMixin:
             if hasattr(adapter, 'reset_parameters'):
                 adapter.reset_parameters()
 
+    # ------------------------------------------------------------------ the record
+    def peft_record(self) -> dict:
+        """What a state dict of this backbone says about it, so any loader can tell what it
+        holds: the PEFT method and settings, every adapter's width (0: removed by MiMi),
+        whether adapters are in deploy form, and the pretrained weights it started from."""
+        from ..peft.mona import MonaDeploy
+        widths = {n: a.hidden_dims for n, a in iter_adapters(self)}
+        init_cfg = self.init_cfg if isinstance(self.init_cfg, dict) else {}
+        base = None
+        if init_cfg.get('type') == 'Pretrained' and init_cfg.get('checkpoint'):
+            base = dict(checkpoint=str(init_cfg['checkpoint']), prefix=init_cfg.get('prefix'))
+        return dict(peft=self.peft_cfg,
+                    structure={n: widths.get(n, 0) for n in self._peft_built},
+                    deploy=any(isinstance(a, MonaDeploy) for _, a in iter_adapters(self)),
+                    base=base)
+
+    def check_peft_record(self, record: dict) -> None:
+        """Refuse weights trained with another PEFT method or other settings, saying both.
+
+        Args:
+            record: A backbone record from a state dict's metadata.
+        """
+        theirs = record.get('peft')
+        if theirs is not None and theirs != self.peft_cfg:
+            raise ValueError(
+                f'these weights were trained with peft={_describe(theirs)}, but this backbone '
+                f'is built with peft={_describe(self.peft_cfg)}. Build the model with the '
+                "checkpoint's settings to resume or test it; to start another method from "
+                "its weights, load them as pretrained weights: backbone.init_cfg=dict("
+                "type='Pretrained', checkpoint=..., prefix='backbone').")
+
+    def _apply_record(self, record: dict, state_dict: dict, prefix: str) -> None:
+        """Make this backbone what the record says the weights are (pruned widths, deploy
+        form) and compose an adapter-only state with its pretrained base; refuse weights
+        of another method or other settings."""
+        from mona_mm.pruning.structure import apply_structure
+        from ..peft.reparameterize import reparameterize
+        self.check_peft_record(record)
+        mine = self.peft_record()
+        structure = record.get('structure')
+        if structure is not None and structure != mine['structure']:
+            if set(structure) != set(mine['structure']):
+                raise ValueError(
+                    f'the checkpoint\'s adapters ({len(structure)}) are not this '
+                    f'backbone\'s ({len(mine["structure"])}), e.g. '
+                    f'{sorted(set(structure) ^ set(mine["structure"]))[:3]}')
+            apply_structure(self, {n: w for n, w in structure.items()
+                                   if w != mine['structure'][n]})
+            MMLogger.get_current_instance().info(
+                f'{type(self).__name__}: adapter widths rebuilt from the checkpoint record '
+                f'({sum(1 for w in structure.values() if w == 0)} removed adapters)')
+        if record.get('deploy') and not mine['deploy']:
+            reparameterize(self)
+        if record.get('adapter_only'):
+            self._compose_base(record.get('base'), state_dict, prefix)
+
+    def _compose_base(self, base: Optional[dict], state_dict: dict, prefix: str) -> None:
+        own = self.state_dict()
+        frozen = [k for k in own if not inside_adapter(k, self)]
+        if any(prefix + k in state_dict for k in frozen):
+            return  # the backbone's own weights are there already
+        if not base or not base.get('checkpoint'):
+            raise ValueError(
+                'this is an adapter-only checkpoint that records no pretrained backbone; '
+                'load it with `tools/test.py CONFIG CKPT --base-checkpoint PRETRAINED` or '
+                'mona_mm.utils.load_adapter_checkpoint(model, CKPT, base_checkpoint=...)')
+        from mona_mm.utils.checkpoint_io import load_checkpoint_file
+        path = base['checkpoint']
+        if '://' not in str(path) and not osp.exists(path):
+            raise FileNotFoundError(
+                f'adapter-only checkpoint: its pretrained backbone {path} is not there. Put '
+                'the file there, or pass it: `tools/test.py CONFIG CKPT --base-checkpoint '
+                'PATH`, mona_mm.utils.load_adapter_checkpoint(model, CKPT, base_checkpoint=PATH)')
+        sd = extract_state_dict(load_checkpoint_file(path), base.get('prefix'), source=path)
+        if self.peft_spec.convert is not None:
+            sd, _ = self.peft_spec.convert(sd, self)
+        for k, v in sd.items():
+            if k in own and not inside_adapter(k, self):
+                state_dict[prefix + k] = v
+        self._peft_base_loaded = True
+        MMLogger.get_current_instance().info(
+            f'{type(self).__name__}: adapter-only checkpoint composed with its pretrained '
+            f'backbone {path}')
+
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None) -> None:
         """Load a pretrained backbone (path or any mmengine scheme) into this backbone.
 
@@ -257,19 +413,24 @@ class PEFTBackboneMixin:
                 ``Pretrained`` meaning). Without it, keys under ``backbone.`` are taken if
                 there are any, else all.
         """
-        ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+        from mona_mm.utils.checkpoint_io import load_checkpoint_file
+        ckpt = load_checkpoint_file(checkpoint, map_location='cpu')
         state_dict = extract_state_dict(ckpt, prefix, source=str(checkpoint))
         self._peft_source = str(checkpoint)
         try:
             self.load_state_dict(state_dict, strict=False)
         finally:
             self._peft_source = None
+        self._peft_base_loaded = True
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
         # Every load (init_cfg, load_from, resume, load_state_dict) passes here first: bring
         # the backbone part of `state_dict` (the loader's own copy) into this model's layout,
         # check it fits and log once; then the upstream class loads as it always does.
+        record = local_metadata.get(RECORD_KEY) if isinstance(local_metadata, dict) else None
+        if record and getattr(self, '_peft_source', None) is None:
+            self._apply_record(record, state_dict, prefix)
         self._normalise_checkpoint(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
                                       missing_keys, unexpected_keys, error_msgs)
@@ -287,7 +448,15 @@ class PEFTBackboneMixin:
             mine, layout = self.peft_spec.convert(mine, self)
         own = self.state_dict()
         if source is None and not any(k in own and not inside_adapter(k, self) for k in mine):
-            return  # no pretrained tensor (adapter-only state, or another module's keys)
+            if any(k in own for k in mine) and not self._peft_base_loaded:
+                raise ValueError(
+                    f'{type(self).__name__}: the state dict holds only adapter tensors (an '
+                    'adapter-only checkpoint) and this backbone has no pretrained weights '
+                    'loaded; load it with `tools/test.py CONFIG CKPT --base-checkpoint '
+                    'PRETRAINED` or mona_mm.utils.load_adapter_checkpoint(model, CKPT, '
+                    'base_checkpoint=...), or init the backbone from its pretrained '
+                    'checkpoint first')
+            return  # adapters onto the loaded pretrained backbone, or another module's keys
         for k in [k for k in state_dict if k.startswith(prefix)]:
             del state_dict[k]
         for k, v in mine.items():
@@ -316,6 +485,16 @@ class PEFTBackboneMixin:
         structural_unexpected = [k for k in unexpected if k.split('.')[0] in roots]
         structural_missing = [k for k in missing if k in params
                               and k.split('.')[0] in roots | {'patch_embed'}]
+        adapters = [n for n, _ in iter_adapters(self)]
+        have = {n for n in adapters
+                if any(is_adapter.get(k) and k.startswith(n + '.') for k in sd)}
+        if have and len(have) < len(adapters):
+            lost = [n for n in adapters if n not in have]
+            raise ValueError(
+                f'{source or "state dict"} has the tensors of {len(have)} adapters but none of '
+                f'{len(lost)} others (e.g. {lost[:3]}): adapters MiMi removed, from a '
+                'checkpoint whose structure record was stripped? Rebuild its structure first '
+                '(mona_mm.pruning.apply_checkpoint_structure) or build the matching config.')
         if mismatched and all(is_adapter.get(m.split(':')[0], False) for m in mismatched) \
                 and not (structural_unexpected or structural_missing):
             raise ValueError(
@@ -338,6 +517,22 @@ class PEFTBackboneMixin:
         if unexpected:
             msg += f'; unexpected (ignored): {", ".join(unexpected)}'
         MMLogger.get_current_instance().info(msg)
+
+
+def check_checkpoint_records(model: nn.Module, checkpoint: dict) -> None:
+    """Check the backbone records of a checkpoint's state dict against ``model``'s PEFT
+    backbones before anything (optimizer, pruned structure) is restored from it.
+
+    Args:
+        model: The model (wrapped or not).
+        checkpoint: A loaded checkpoint dict.
+    """
+    metadata = getattr(checkpoint.get('state_dict'), '_metadata', None) or {}
+    model = getattr(model, 'module', model)
+    for name, module in model.named_modules():
+        local = metadata.get(name)
+        if is_peft_backbone(module) and isinstance(local, dict) and local.get(RECORD_KEY):
+            module.check_peft_record(local[RECORD_KEY])
 
 
 def extract_state_dict(ckpt: dict, prefix: Optional[str] = None,

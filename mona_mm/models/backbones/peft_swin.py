@@ -1,6 +1,8 @@
 """``mona_mm.PEFTSwinTransformer``: the Swin of the codebase a config is written for, with
 PEFT adapters (Mona by default)."""
-from typing import Optional
+import inspect
+import numbers
+from typing import Any, Dict, Optional, Sequence
 
 import torch.nn as nn
 
@@ -48,6 +50,85 @@ def _arch_to_dims(kwargs: dict) -> dict:
     return kwargs
 
 
+def upstream_arguments(cls: type, args: tuple, kwargs: dict) -> Optional[Dict[str, Any]]:
+    """Every argument of upstream ``cls``'s constructor as this call would set it (defaults
+    filled in), or None if the call does not fit the signature (the upstream class then
+    raises its own error).
+
+    Args:
+        cls: The upstream backbone class.
+        args: Positional arguments of the call.
+        kwargs: Keyword arguments of the call, without ``peft`` and ``recompute``.
+    """
+    try:
+        bound = inspect.signature(cls).bind(*args, **kwargs)
+    except TypeError:
+        return None
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an int (not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_swin_args(codebase: str, cls: type, args: tuple, kwargs: dict) -> None:
+    """Raise a ValueError naming the argument for stage settings the upstream Swin of
+    ``codebase`` would take with an IndexError or a silently wrong model (outputs missing,
+    stages dropped), a reshape error at the first forward, or a late error in ``train()``.
+    Whatever it already rejects clearly (unknown arch, arch dict keys) is left to it."""
+    bound = upstream_arguments(cls, args, {k: v for k, v in kwargs.items()
+                                           if k not in ('peft', 'recompute')})
+    if bound is None:
+        return
+    who = f'PEFTSwinTransformer ({codebase})'
+    if codebase == 'mmpretrain':
+        arch = bound['arch']
+        if isinstance(arch, str):
+            arch = cls.arch_zoo.get(arch.lower())
+        if not isinstance(arch, dict) or set(arch) != {'embed_dims', 'depths', 'num_heads'}:
+            return  # mmpretrain asserts with a clear message
+        embed_dims, depths, num_heads = arch['embed_dims'], arch['depths'], arch['num_heads']
+        where = 'arch'
+    else:
+        embed_dims, depths, num_heads = bound['embed_dims'], bound['depths'], \
+            bound['num_heads']
+        where = 'depths/num_heads'
+    if not isinstance(depths, Sequence) or not isinstance(num_heads, Sequence) or \
+            not depths or len(depths) != len(num_heads):
+        raise ValueError(f'{who}: {where} must give depths and num_heads as non-empty '
+                         f'sequences of the same length, one entry per stage (got '
+                         f'depths={depths!r}, num_heads={num_heads!r})')
+    stages = len(depths)
+    if codebase != 'mmpretrain':
+        strides = bound['strides']
+        if isinstance(strides, Sequence) and len(strides) < stages:
+            raise ValueError(f'{who}: strides needs an entry per stage, {stages} for depths='
+                             f'{tuple(depths)} (got strides={strides!r})')
+    if is_int(embed_dims) and all(is_int(h) and h > 0 for h in num_heads) and \
+            (codebase != 'mmpretrain' or bound['stage_cfgs'] == dict()):
+        for i, heads in enumerate(num_heads):
+            channels = embed_dims * 2**i  # every patch merging doubles the channels
+            if channels % heads:
+                raise ValueError(f'{who}: num_heads[{i}]={heads} must divide the {channels} '
+                                 f'channels of stage {i} (embed_dims={embed_dims} doubled '
+                                 f'{i} times; got num_heads={tuple(num_heads)})')
+    out_indices = bound['out_indices']
+    if not isinstance(out_indices, Sequence) or not out_indices or \
+            not all(is_int(i) and 0 <= i < stages for i in out_indices):
+        raise ValueError(f'{who}: out_indices must be a non-empty sequence of stage indices '
+                         f'in [0, {stages}) (no negative indices), e.g. (0, 1, 2, 3) for '
+                         f'4 stages (got {out_indices!r})')
+    # mmdet/mmseg freeze the patch embedding, then stages 1..frozen_stages (1-based);
+    # mmpretrain the patch embedding and stages 0..frozen_stages (0-based)
+    top = stages if codebase != 'mmpretrain' else stages - 1
+    frozen = bound['frozen_stages']
+    if not is_int(frozen) or not -1 <= frozen <= top:
+        raise ValueError(f'{who}: frozen_stages must be an int from -1 (nothing frozen) to '
+                         f'{top} (all {stages} stages frozen) (got {frozen!r})')
+
+
 def PEFTSwinTransformer(*args, codebase: Optional[str] = None, **kwargs) -> nn.Module:
     """The upstream Swin Transformer of ``codebase`` with PEFT adapters.
 
@@ -61,7 +142,8 @@ def PEFTSwinTransformer(*args, codebase: Optional[str] = None, **kwargs) -> nn.M
     Args:
         *args: Positional arguments of the upstream Swin.
         codebase: ``'mmdet'``, ``'mmseg'`` or ``'mmpretrain'``; None: from the scope.
-        **kwargs: The upstream Swin's arguments, plus ``peft`` (default Mona) and
+        **kwargs: The upstream Swin's arguments, plus ``peft`` (default Mona; a method name
+            such as ``'Full'`` or a dict such as ``dict(type='Mona', hidden_dims=32)``) and
             ``recompute`` (see :class:`~.injection.PEFTBackboneMixin`). mmdet's and mmseg's
             Swin also take mmpretrain's ``arch`` (``'tiny'``...``'large'`` or a dict) and
             ``img_size`` here.
@@ -74,8 +156,9 @@ def PEFTSwinTransformer(*args, codebase: Optional[str] = None, **kwargs) -> nn.M
                          '(post-norm) have no adapter spec yet.')
     if codebase != 'mmpretrain':
         kwargs = _arch_to_dims(dict(kwargs))
-    cls = peft_backbone_class(import_class(SWIN_CLASSES[codebase]))
-    return cls(*args, **kwargs)
+    upstream = import_class(SWIN_CLASSES[codebase])
+    _check_swin_args(codebase, upstream, args, kwargs)
+    return peft_backbone_class(upstream)(*args, **kwargs)
 
 
 MODELS.register_module(name='PEFTSwinTransformer', module=PEFTSwinTransformer)

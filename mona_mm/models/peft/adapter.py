@@ -7,7 +7,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
 from mona_mm.registry import PEFT_METHODS
-from .base import BaseAdapter, BasePEFTMethod
+from .base import BaseAdapter, BasePEFTMethod, check_dropout, check_positive_int
 
 
 class BottleneckAdapter(BaseAdapter):
@@ -70,8 +70,8 @@ class AdapterMethod(BasePEFTMethod):
     name = 'ADAPTER'
 
     def __init__(self, hidden_dims: int = 64, dropout: float = 0.1) -> None:
-        self.hidden_dims = hidden_dims
-        self.dropout = dropout
+        self.hidden_dims = check_positive_int('Adapter', 'hidden_dims', hidden_dims)
+        self.dropout = check_dropout('Adapter', 'dropout', dropout)
 
     def build_adapters(self, embed_dims: int, index: int,
                        points: Sequence[str]) -> Dict[str, nn.Module]:

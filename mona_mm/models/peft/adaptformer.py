@@ -4,7 +4,7 @@ import torch.nn as nn
 
 from mona_mm.registry import PEFT_METHODS
 from .adapter import BottleneckAdapter
-from .base import BasePEFTMethod
+from .base import BasePEFTMethod, check_dropout, check_positive, check_positive_int
 
 
 @PEFT_METHODS.register_module(name='AdaptFormer')
@@ -24,9 +24,9 @@ class AdaptFormerMethod(BasePEFTMethod):
     name = 'ADAPTFORMER'
 
     def __init__(self, hidden_dims: int = 64, scale: float = 0.1, dropout: float = 0.1) -> None:
-        self.hidden_dims = hidden_dims
-        self.scale = scale
-        self.dropout = dropout
+        self.hidden_dims = check_positive_int('AdaptFormer', 'hidden_dims', hidden_dims)
+        self.scale = check_positive('AdaptFormer', 'scale', scale)
+        self.dropout = check_dropout('AdaptFormer', 'dropout', dropout)
 
     def build_adapters(self, embed_dims: int, index: int,
                        points: Sequence[str]) -> Dict[str, nn.Module]:

@@ -1,8 +1,10 @@
 """What every adapter and every PEFT method provides, so code outside the backbone (MiMi
 pruning, export, summaries) can find, measure and replace adapters without knowing their type.
 """
+import math
+import numbers
 from collections import OrderedDict
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -109,6 +111,48 @@ class BaseAdapter(nn.Module):
                 n = n * width // m if m else 0
             total += n
         return total
+
+
+def check_positive_int(method: str, field: str, value: Any) -> int:
+    """``value`` if it is an int >= 1, else a ValueError naming the method and the field.
+
+    Args:
+        method: Method name as configs spell it (``'Mona'``), for the message.
+        field: Argument name.
+        value: The configured value.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f'{method}: {field} must be a positive int (got {value!r})')
+    return int(value)
+
+
+def check_positive(method: str, field: str, value: Any) -> float:
+    """``value`` if it is a finite number > 0, else a ValueError naming the method and field.
+
+    Args:
+        method: Method name as configs spell it, for the message.
+        field: Argument name.
+        value: The configured value.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+            not math.isfinite(value) or value <= 0:
+        raise ValueError(f'{method}: {field} must be a finite number > 0 (got {value!r})')
+    return value
+
+
+def check_dropout(method: str, field: str, value: Any) -> float:
+    """``value`` if it is a probability in [0, 1), else a ValueError naming the method and
+    field (1 would zero the branch in training).
+
+    Args:
+        method: Method name as configs spell it, for the message.
+        field: Argument name.
+        value: The configured value.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+            not 0 <= value < 1:
+        raise ValueError(f'{method}: {field} must be a probability in [0, 1) (got {value!r})')
+    return value
 
 
 class BasePEFTMethod:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mona_mm.registry import PEFT_METHODS
-from .base import BaseAdapter, BasePEFTMethod
+from .base import BaseAdapter, BasePEFTMethod, check_positive, check_positive_int
 
 
 class LoRAQKV(nn.Linear, BaseAdapter):
@@ -147,12 +147,14 @@ class LoRAMethod(BasePEFTMethod):
     name = 'LORA'
 
     def __init__(self, rank: int = 64, alpha: float = 1.0, parts: str = 'qv') -> None:
-        bad = set(parts) - set('qkv')
-        if bad or not parts:
-            raise ValueError(f"LoRA parts must be letters of 'qkv', got {parts!r}")
-        self.rank = rank
-        self.alpha = alpha
-        self.parts = tuple('qkv'.index(p) for p in parts)
+        letters = list(parts) if isinstance(parts, (str, list, tuple)) else [parts]
+        if not letters or any(p not in ('q', 'k', 'v') for p in letters) or \
+                len(set(letters)) != len(letters):
+            raise ValueError(f"LoRA: parts must be distinct letters of 'qkv', e.g. 'qv' "
+                             f'(got {parts!r})')
+        self.rank = check_positive_int('LoRA', 'rank', rank)
+        self.alpha = check_positive('LoRA', 'alpha', alpha)
+        self.parts = tuple('qkv'.index(p) for p in letters)
 
     def modify_block(self, block: nn.Module, embed_dims: int, index: int, spec) -> None:
         if not spec.qkv:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mona_mm.registry import PEFT_METHODS
-from .base import BaseAdapter, BasePEFTMethod
+from .base import BaseAdapter, BasePEFTMethod, check_positive_int
 
 
 class LoRandProjection(nn.Module):
@@ -95,8 +95,8 @@ class LoRandMethod(BasePEFTMethod):
     name = 'LORAND'
 
     def __init__(self, branches: int = 4, inner: int = 8) -> None:
-        self.branches = branches
-        self.inner = inner
+        self.branches = check_positive_int('LoRand', 'branches', branches)
+        self.inner = check_positive_int('LoRand', 'inner', inner)
 
     def build_adapters(self, embed_dims: int, index: int,
                        points: Sequence[str]) -> Dict[str, nn.Module]:

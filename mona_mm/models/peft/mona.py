@@ -1,4 +1,5 @@
 """The Mona adapter (Yin et al., "5%>100%", CVPR 2025), exactly as the authors' runs used it."""
+import numbers
 from typing import Dict, Sequence, Tuple
 
 import torch
@@ -8,7 +9,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
 from mona_mm.registry import PEFT_METHODS
-from .base import BaseAdapter, BasePEFTMethod
+from .base import BaseAdapter, BasePEFTMethod, check_dropout, check_positive_int
 
 
 class MonaOp(nn.Module):
@@ -312,9 +313,16 @@ class MonaMethod(BasePEFTMethod):
 
     def __init__(self, hidden_dims: int = 64, kernel_sizes: Sequence[int] = (3, 5, 7),
                  dropout: float = 0.1) -> None:
-        self.hidden_dims = hidden_dims
-        self.kernel_sizes = tuple(kernel_sizes)
-        self.dropout = dropout
+        method = type(self).__name__[:-len('Method')]  # Mona, MonaReference
+        self.hidden_dims = check_positive_int(method, 'hidden_dims', hidden_dims)
+        ks = tuple(kernel_sizes) if isinstance(kernel_sizes, Sequence) and \
+            not isinstance(kernel_sizes, str) else None
+        if not ks or not all(isinstance(k, numbers.Integral) and not isinstance(k, bool)
+                             and k > 0 and k % 2 == 1 for k in ks):
+            raise ValueError(f'{method}: kernel_sizes must be a non-empty sequence of odd '
+                             f'positive ints, e.g. (3, 5, 7) (got {kernel_sizes!r})')
+        self.kernel_sizes = tuple(int(k) for k in ks)
+        self.dropout = check_dropout(method, 'dropout', dropout)
 
     adapter_cls = None  # Mona (set below: the class is defined above the method)
 
