@@ -19,7 +19,8 @@ class ToyDetector(BaseModel):
 
     def __init__(self, method='Mona', hidden=16):
         super().__init__()
-        kw = dict(rank=hidden) if method == 'LoRA' else dict(hidden_dims=hidden)
+        kw = dict(rank=hidden) if method == 'LoRA' else dict(hidden_dims=hidden) \
+            if method in ('Mona', 'MonaReference', 'Adapter', 'AdaptFormer') else {}
         # no drop path: a resumed run then repeats an uninterrupted one exactly (mmengine
         # does not restore the RNG state on resume)
         self.backbone = PEFTSwinTransformer(arch=NANO, peft=dict(type=method, **kw),

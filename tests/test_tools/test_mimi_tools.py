@@ -64,6 +64,12 @@ def test_summary_export_and_plot_on_pruned_checkpoint(pruned_run, shapes_workspa
     res = run_tool([PY, osp.join(ROOT, 'tools', 'model_converters', 'reparameterize.py'), CFG,
                     str(wd / 'epoch_4.pth'), str(deploy)], cwd=shapes_workspace)
     assert 'folded' in res
+    # converters keep every meta field (class names for the inferencers) and write a hash
+    from mona_mm.utils import HASH_KEY, load_checkpoint_file
+    source = load_checkpoint_file(str(wd / 'epoch_4.pth'))['meta']['dataset_meta']
+    for path in (exported, deploy):
+        meta = load_checkpoint_file(str(path))['meta']  # verifies the hash
+        assert meta['dataset_meta'] == source and HASH_KEY in meta
     dep = run_tool([PY, osp.join(ROOT, 'tools', 'test.py'), CFG, str(deploy), '--work-dir',
                     str(wd / 'test_deploy')], cwd=shapes_workspace)
     assert re.findall(r'accuracy/top1: ([0-9.]+)', dep)[-1] == acc[1]

@@ -29,7 +29,8 @@ def main() -> None:
     done = reparameterize(model)
     # every meta field travels (dataset_meta: class names for the inferencers)
     meta = {k: v for k, v in (source.get('meta') or {}).items() if k != HASH_KEY}
-    meta.update({DEPLOY_META_KEY: True, STRUCTURE_META_KEY: dict(structure=structure)})
+    meta[DEPLOY_META_KEY] = True
+    meta[STRUCTURE_META_KEY] = dict(meta.get(STRUCTURE_META_KEY) or {}, structure=structure)
     save_checkpoint_file(dict(meta=meta, state_dict=model.state_dict()), args.out)
     print(f'wrote {args.out}: folded {done["mona"]} Mona, merged {done["lora"]} LoRA')
 

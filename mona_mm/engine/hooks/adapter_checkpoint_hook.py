@@ -49,7 +49,8 @@ class AdapterCheckpointHook(Hook):
                 'could not be restored. Set one, pass base_checkpoint=..., or drop the hook.')
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        from mona_mm.models.backbones.injection import RECORD_KEY
+        from mona_mm.models.backbones.injection import RECORD_KEY, check_checkpoint_records
+        check_checkpoint_records(runner.model, checkpoint, getattr(runner, '_resume', False))
         metadata = getattr(checkpoint.get('state_dict'), '_metadata', None) or {}
         for local in metadata.values():
             record = local.get(RECORD_KEY) if isinstance(local, dict) else None

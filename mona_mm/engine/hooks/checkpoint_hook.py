@@ -132,6 +132,13 @@ class SafeCheckpointHook(CheckpointHook):
         if is_main_process():
             self._remove_leftover_tmp_files(runner)
 
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """On resume, refuse a checkpoint trained with another PEFT method or settings
+        (its optimizer state and schedule belong to those)."""
+        if getattr(runner, '_resume', False):
+            from mona_mm.models.backbones.injection import check_checkpoint_records
+            check_checkpoint_records(runner.model, checkpoint, strict=True)
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Stamp the content hash that every mona_mm load verifies (this hook runs after the
         hooks that edit the checkpoint: VERY_LOW priority)."""

@@ -225,7 +225,8 @@ class MiMiPruningHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         from mona_mm.models.backbones.injection import check_checkpoint_records
-        check_checkpoint_records(runner.model, checkpoint)  # another method: say so first
+        # another method: say so before the structure is applied
+        check_checkpoint_records(runner.model, checkpoint, getattr(runner, '_resume', False))
         record = checkpoint.get('meta', {}).get(META_KEY)
         if not record:
             return
@@ -242,7 +243,7 @@ class MiMiPruningHook(Hook):
         self._after_structure_change(runner)
         runner.logger.info(f'MiMi: rebuilt the pruned adapter structure from the checkpoint '
                            f'({adapter_param_total(runner.model):,} adapter params, '
-                           f'{record["steps"]} pruning steps done)')
+                           f'{record.get("steps", 0)} pruning steps done)')
 
     def after_train(self, runner) -> None:
         if self.initial_params:

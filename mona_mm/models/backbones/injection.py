@@ -336,20 +336,29 @@ class PEFTBackboneMixin:
                     deploy=any(isinstance(a, MonaDeploy) for _, a in iter_adapters(self)),
                     base=base)
 
-    def check_peft_record(self, record: dict) -> None:
+    def check_peft_record(self, record: dict, strict: bool = False) -> None:
         """Refuse weights trained with another PEFT method or other settings, saying both.
+
+        Weights of a method that adds no modules (Full, Fixed, BitFit, NormTuning, Partial)
+        are pretrained weights for any method, unless ``strict`` (a resume: the optimizer
+        state and the schedule belong to the recorded method).
 
         Args:
             record: A backbone record from a state dict's metadata.
+            strict: Any difference counts.
         """
         theirs = record.get('peft')
-        if theirs is not None and theirs != self.peft_cfg:
-            raise ValueError(
-                f'these weights were trained with peft={_describe(theirs)}, but this backbone '
-                f'is built with peft={_describe(self.peft_cfg)}. Build the model with the '
-                "checkpoint's settings to resume or test it; to start another method from "
-                "its weights, load them as pretrained weights: backbone.init_cfg=dict("
-                "type='Pretrained', checkpoint=..., prefix='backbone').")
+        if theirs is None or theirs == self.peft_cfg:
+            return
+        if not strict and not record.get('structure'):
+            return
+        what = 'resume' if strict else 'load'
+        raise ValueError(
+            f'cannot {what}: these weights were trained with peft={_describe(theirs)}, but '
+            f'this backbone is built with peft={_describe(self.peft_cfg)}. Build the model '
+            "with the checkpoint's settings to resume or test it; to start another method "
+            "from its weights, load them as pretrained weights: backbone.init_cfg=dict("
+            "type='Pretrained', checkpoint=..., prefix='backbone').")
 
     def _apply_record(self, record: dict, state_dict: dict, prefix: str) -> None:
         """Make this backbone what the record says the weights are (pruned widths, deploy
@@ -360,7 +369,7 @@ class PEFTBackboneMixin:
         self.check_peft_record(record)
         mine = self.peft_record()
         structure = record.get('structure')
-        if structure is not None and structure != mine['structure']:
+        if structure and structure != mine['structure']:
             if set(structure) != set(mine['structure']):
                 raise ValueError(
                     f'the checkpoint\'s adapters ({len(structure)}) are not this '
@@ -519,20 +528,22 @@ class PEFTBackboneMixin:
         MMLogger.get_current_instance().info(msg)
 
 
-def check_checkpoint_records(model: nn.Module, checkpoint: dict) -> None:
+def check_checkpoint_records(model: nn.Module, checkpoint: dict, strict: bool = True) -> None:
     """Check the backbone records of a checkpoint's state dict against ``model``'s PEFT
     backbones before anything (optimizer, pruned structure) is restored from it.
 
     Args:
         model: The model (wrapped or not).
         checkpoint: A loaded checkpoint dict.
+        strict: Any other method or setting is refused (resume); else only weights whose
+            method adds adapters (see ``check_peft_record``).
     """
     metadata = getattr(checkpoint.get('state_dict'), '_metadata', None) or {}
     model = getattr(model, 'module', model)
     for name, module in model.named_modules():
         local = metadata.get(name)
         if is_peft_backbone(module) and isinstance(local, dict) and local.get(RECORD_KEY):
-            module.check_peft_record(local[RECORD_KEY])
+            module.check_peft_record(local[RECORD_KEY], strict)
 
 
 def extract_state_dict(ckpt: dict, prefix: Optional[str] = None,
