@@ -1,8 +1,12 @@
 """Structural removal of adapter neurons: smaller tensors for real, optimizer state kept.
 
 Names are relative to the unwrapped model (e.g. ``backbone.stages.0.blocks.1.adapters.
-post_attn``). A model remembers the adapters that vanished, so its structure (width of every
-adapter, 0 for vanished ones) can be saved and replayed on a freshly built model.
+post_attn``). An adapter left with no neuron becomes its ``vanished()`` form, which computes
+exactly what the adapter computed with those neurons zeroed: a :class:`~mona_mm.models.peft.
+base.BiasAdapter` (width 0) where an output bias remains (Mona, Adapter, AdaptFormer), nothing
+(LoRand) or the plain frozen layer (LoRA); a model remembers the adapters that were removed,
+so its structure (width of every adapter, 0 for vanished ones) can be saved and replayed on a
+freshly built model.
 """
 from typing import Dict, List, Optional
 
@@ -57,11 +61,13 @@ def _slice_state(state: dict, old: Tensor, dims, keep: Optional[Tensor]) -> dict
 
 def prune_adapters(model: nn.Module, keep: Dict[str, Tensor],
                    optimizer: Optional[torch.optim.Optimizer] = None) -> Dict[str, int]:
-    """Keep only neurons ``keep[name]`` of each named adapter (empty: the adapter vanishes).
+    """Keep only neurons ``keep[name]`` of each named adapter (empty: the adapter becomes
+    its ``vanished()`` form, e.g. a bias-only :class:`~mona_mm.models.peft.base.BiasAdapter`).
 
     New, smaller parameters replace the old ones; if ``optimizer`` is given, its param
     groups point at the new parameters and their state (AdamW moments) is sliced with the
-    same indices, not reset. Removed parameters leave the optimizer.
+    same indices, not reset (a vanished form's parameters continue those named in its
+    ``param_origin``, e.g. the output bias). Removed parameters leave the optimizer.
 
     Args:
         model: The model (wrapped or not).
@@ -85,7 +91,10 @@ def prune_adapters(model: nn.Module, keep: Dict[str, Tensor],
             continue
         dims = adapter.hidden_param_dims()
         new = adapter.keep_neurons(idx)
-        new_params = dict(new.named_parameters()) if new is not None else {}
+        new_params = {}
+        if new is not None:  # by the name of the old parameter each new one continues
+            origin = getattr(new, 'param_origin', None) or {}
+            new_params = {origin.get(n, n): p for n, p in new.named_parameters()}
         for pname, p in adapter.named_parameters():
             remap[id(p)] = (new_params.get(pname), dims.get(pname, ()), idx)
         _set_module(model, name, new)
@@ -143,7 +152,11 @@ def apply_structure(model: nn.Module, structure: Dict[str, int],
 
 
 def adapter_param_total(model: nn.Module) -> int:
-    """Trainable adapter parameters in ``model``."""
+    """Trainable adapter parameters in ``model`` (vanished adapters' kept biases included).
+
+    Args:
+        model: The model (wrapped or not).
+    """
     return sum(a.param_count() for _, a in iter_adapters(unwrap(model)))
 
 

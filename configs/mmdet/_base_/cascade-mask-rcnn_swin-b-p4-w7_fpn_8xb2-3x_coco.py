@@ -2,6 +2,7 @@
 # Swin-B (22K), 4conv1fc bbox heads with GIoU and SyncBN, DETR-style multi-scale training,
 # AdamW 1e-4 / wd 0.05 (no decay on position tables and norms), 36 epochs, steps 27/33,
 # 500-iter warmup, 16 images per iteration, mixed precision. The PEFT method is set per config.
+# What still differs from the authors' runs, and why: docs/reproduction.md.
 _base_ = [
     'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py', 'mmdet::_base_/schedules/schedule_1x.py',
@@ -18,6 +19,9 @@ model = dict(
         _delete_=True, type='mona_mm.PEFTSwinTransformer', arch='base',
         peft=dict(type='Mona'), window_size=7, drop_path_rate=0.3, patch_norm=True,
         out_indices=(0, 1, 2, 3), with_cp=False,
+        # the authors' Swin has no final `norm`: the checkpoint's is unused, the out norms
+        # keep their fresh init (1, 0)
+        pretrained_out_norm=False,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[128, 256, 512, 1024]),
     roi_head=dict(bbox_head=[

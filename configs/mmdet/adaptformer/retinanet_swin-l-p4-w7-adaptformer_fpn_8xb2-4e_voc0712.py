@@ -1,2 +1,3 @@
 _base_ = '../_base_/retinanet_swin-l-p4-w7_fpn_8xb2-4e_voc0712.py'
-model = dict(backbone=dict(peft=dict(type='AdaptFormer')))
+# init: both projections trunc-normal (std 0.02), zero biases, as the authors' runs start
+model = dict(backbone=dict(peft=dict(type='AdaptFormer', init='trunc_normal')))

@@ -1,2 +1,3 @@
 _base_ = '../_base_/swin-l-p4-w7_1xb16-100e_oxford-pets-224.py'
-model = dict(backbone=dict(peft=dict(type='AdaptFormer')))
+# init: both projections trunc-normal (std 0.02), zero biases, as the authors' runs start
+model = dict(backbone=dict(peft=dict(type='AdaptFormer', init='trunc_normal')))

@@ -306,7 +306,8 @@ class PEFTBackboneMixin:
     def init_weights(self) -> None:
         """Upstream random init (adapters keep their own), or load
         ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` in any layout the
-        spec converts. Adapters keep their own init either way."""
+        spec converts. Adapters keep their own init either way, unless the checkpoint holds
+        them (a trained checkpoint, e.g. of the Mona authors' code): then they load too."""
         init_cfg = self.init_cfg
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
             checkpoint = init_cfg.get('checkpoint')
@@ -518,9 +519,16 @@ class PEFTBackboneMixin:
                 f'{self.peft_spec.name} checkpoint does not fit this backbone: {len(lines)} '
                 'tensors differ, e.g. ' + '; '.join(lines[:8]) + '. Build the backbone with '
                 'the arch (embed dims, depths, heads, patch size) it was trained with.')
+        loaded_adapters = [k for k in sd if k in own and is_adapter[k]]
         msg = (f'{type(self).__name__}[{prefix or "backbone"}] <- {source or "state dict"} '
-               f'({layout}): {len(loaded)} tensors loaded, {len(missing_adapters)} adapter '
-               'tensors newly initialised (expected)')
+               f'({layout}): {len(loaded)} tensors loaded, ')
+        if loaded_adapters:  # a checkpoint with its adapters (trained ones)
+            msg += f'{len(loaded_adapters)} adapter tensors loaded'
+            if missing_adapters:
+                msg += (f', {len(missing_adapters)} adapter tensors missing (kept '
+                        f'initialised): {", ".join(missing_adapters)}')
+        else:
+            msg += f'{len(missing_adapters)} adapter tensors newly initialised (expected)'
         if missing:
             msg += f'; missing (kept initialised): {", ".join(missing)}'
         if unexpected:

@@ -2,9 +2,10 @@
 PEFT adapters (Mona by default)."""
 import inspect
 import numbers
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch.nn as nn
+from mmengine.logging import MMLogger
 
 from mona_mm.registry import MODELS
 from .codebase import import_class, resolve_codebase
@@ -129,7 +130,68 @@ def _check_swin_args(codebase: str, cls: type, args: tuple, kwargs: dict) -> Non
                          f'{top} (all {stages} stages frozen) (got {frozen!r})')
 
 
-def PEFTSwinTransformer(*args, codebase: Optional[str] = None, **kwargs) -> nn.Module:
+def frozen_stage_indices(codebase: str, frozen_stages: int, num_stages: int) -> List[int]:
+    """The stages the upstream Swin of ``codebase`` freezes (in ``train()``) for
+    ``frozen_stages``: mmdet's and mmseg's count from 1 (``1``: stage 0), mmpretrain's from 0
+    (``0``: stage 0). Both also freeze the patch embedding from ``0`` on.
+
+    Args:
+        codebase: ``'mmdet'``, ``'mmseg'`` or ``'mmpretrain'``.
+        frozen_stages: The backbone's ``frozen_stages``.
+        num_stages: Number of stages.
+    """
+    last = frozen_stages + 1 if codebase == 'mmpretrain' else frozen_stages
+    return list(range(max(0, min(last, num_stages))))
+
+
+def warn_frozen_stages(codebase: str, model: nn.Module) -> None:
+    """Log one warning when ``frozen_stages`` freezes parameters the PEFT method would train.
+
+    ``frozen_stages`` keeps the upstream meaning (whole stages, adapters inside them
+    included: they are submodules of the frozen blocks), so a config line copied from the
+    Mona authors' code means something else here: their Swin (Microsoft's, mmdet 2.x
+    layout) freezes only the patch embedding at ``frozen_stages=1`` (their VOC configs) and
+    stages ``0..N-2`` at ``N >= 2``; with mmdet's or mmseg's Swin that is ``N - 1`` here (their
+    ``1`` is ``0``), with mmpretrain's ``N - 2`` (their ``1``: ``-1``, the patch embedding
+    being frozen by every method but Full anyway). The warning says how many parameters the
+    stages take from the method and which value reproduces theirs.
+
+    Args:
+        codebase: ``'mmdet'``, ``'mmseg'`` or ``'mmpretrain'``.
+        model: A PEFT Swin just built (before ``train()``, so ``requires_grad`` is still the
+            method's choice).
+    """
+    k = getattr(model, 'frozen_stages', -1)
+    stages = frozen_stage_indices(codebase, k, len(model.stages))
+    if not stages:
+        return
+    if codebase == 'mmpretrain':
+        norms = [i for i in model.out_indices if i <= k]
+    else:
+        norms = [i for i in stages if i in model.out_indices]
+    frozen = [model.stages[i] for i in stages] + [
+        getattr(model, f'norm{i}') for i in norms if hasattr(model, f'norm{i}')]
+    lost = sum(p.numel() for m in frozen for p in m.parameters() if p.requires_grad)
+    if not lost:
+        return
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    span = 'stage 0' if len(stages) == 1 else f'stages 0-{stages[-1]}'
+    if codebase == 'mmpretrain':
+        counting, theirs = 'mmpretrain counts stages from 0', max(k - 2, -1)
+    else:
+        counting, theirs = f"{codebase}'s meaning", k - 1
+    MMLogger.get_current_instance().warning(
+        f'PEFTSwinTransformer ({codebase}): frozen_stages={k} freezes the patch embedding and '
+        f'{span} ({counting}; adapters inside them too): {lost:,} of the {trainable:,} '
+        f"parameters {model.peft_cfg['type']} trains stay frozen ({trainable - lost:,} "
+        "train). If the value comes from the Mona authors' configs: their Swin freezes "
+        'less (their frozen_stages=1, in their VOC configs, freezes only the patch '
+        f'embedding; N >= 2 freezes stages 0..N-2); their frozen_stages={k} is '
+        f'frozen_stages={theirs} here.')
+
+
+def PEFTSwinTransformer(*args, codebase: Optional[str] = None, pretrained_out_norm: bool = True,
+                        **kwargs) -> nn.Module:
     """The upstream Swin Transformer of ``codebase`` with PEFT adapters.
 
     The codebase is the config's ``default_scope`` (mmdet, mmseg or mmpretrain), so a
@@ -139,9 +201,22 @@ def PEFTSwinTransformer(*args, codebase: Optional[str] = None, **kwargs) -> nn.M
     :func:`~.injection.peft_backbone_class`): with ``peft=dict(type='Full')`` it computes and
     loads exactly as the upstream class.
 
+    ``frozen_stages`` too keeps its upstream meaning: whole stages freeze in ``train()``, the
+    adapters inside them included. Where that takes parameters from the PEFT method, a
+    warning says how many, and which value the Mona authors' Swin (whose ``frozen_stages=1``
+    freezes only the patch embedding) corresponds to (see :func:`warn_frozen_stages`).
+
     Args:
         *args: Positional arguments of the upstream Swin.
         codebase: ``'mmdet'``, ``'mmseg'`` or ``'mmpretrain'``; None: from the scope.
+        pretrained_out_norm: Load a checkpoint's final ``norm`` (Microsoft's release, the
+            mmpretrain v1 name) into the last stage's out norm (``norm3``), when that stage
+            is an output. Defaults to True. False is what the Mona authors' runs did: their
+            Swin has no ``norm``, so it stays unused and every out norm keeps its fresh init
+            (weight 1, bias 0; frozen under Mona, so it stays so). Applies to every way of
+            loading (``init_cfg``, ``load_from``, ``load_state_dict``); ``norm<i>`` tensors
+            of a checkpoint in this layout load either way. All three codebases' Swins have
+            per-stage out norms ``norm<i>`` for ``out_indices``.
         **kwargs: The upstream Swin's arguments, plus ``peft`` (default Mona; a method name
             such as ``'Full'`` or a dict such as ``dict(type='Mona', hidden_dims=32)``) and
             ``recompute`` (see :class:`~.injection.PEFTBackboneMixin`). mmdet's and mmseg's
@@ -156,9 +231,16 @@ def PEFTSwinTransformer(*args, codebase: Optional[str] = None, **kwargs) -> nn.M
                          '(post-norm) have no adapter spec yet.')
     if codebase != 'mmpretrain':
         kwargs = _arch_to_dims(dict(kwargs))
+    if not isinstance(pretrained_out_norm, bool):
+        raise TypeError(f'PEFTSwinTransformer: pretrained_out_norm must be True or False, got '
+                        f'{pretrained_out_norm!r}')
     upstream = import_class(SWIN_CLASSES[codebase])
     _check_swin_args(codebase, upstream, args, kwargs)
-    return peft_backbone_class(upstream)(*args, **kwargs)
+    model = peft_backbone_class(upstream)(*args, **kwargs)
+    warn_frozen_stages(codebase, model)
+    #: read by the spec's checkpoint conversion (``specs/swin.py``: ``convert_swin``)
+    model.pretrained_out_norm = pretrained_out_norm
+    return model
 
 
 MODELS.register_module(name='PEFTSwinTransformer', module=PEFTSwinTransformer)

@@ -56,9 +56,27 @@ class BaseAdapter(nn.Module):
         """A fresh adapter of the same kind and settings with ``width`` hidden neurons."""
         raise NotImplementedError(f'{type(self).__name__} does not support neuron pruning')
 
+    #: Own parameters that do not belong to any hidden neuron and still act when every
+    #: neuron is gone (an output bias): :meth:`vanished` keeps exactly these, and
+    #: :meth:`param_count` counts them at width 0.
+    kept_when_vanished: Tuple[str, ...] = ()
+
     def vanished(self) -> Optional[nn.Module]:
-        """What replaces this adapter once no neuron is left: None removes it (the block
-        then skips the point, no parameters, no compute)."""
+        """What replaces this adapter once no neuron is left. It must compute exactly what
+        this adapter computes with every hidden neuron zeroed, so removing the last neuron
+        changes nothing but the cost.
+
+        The default, None, removes the adapter (the block then skips the point: no
+        parameters, no compute); that is exact only for adapters without
+        :attr:`kept_when_vanished` parameters. Adapters with an output bias return a
+        :class:`BiasAdapter`. A returned module may name, in a ``param_origin`` dict, the
+        parameter of this adapter each of its parameters continues (``{'bias': 'up.bias'}``)
+        so that optimizer state follows it.
+        """
+        if self.kept_when_vanished:
+            raise NotImplementedError(
+                f'{type(self).__name__} keeps {self.kept_when_vanished} when no neuron is left '
+                'but defines no vanished() form')
         return None
 
     def keep_neurons(self, keep: Tensor) -> nn.Module:
@@ -93,9 +111,14 @@ class BaseAdapter(nn.Module):
         return new
 
     def param_count(self, width: Optional[int] = None) -> int:
-        """Own trainable parameters at hidden ``width`` (default: the current one)."""
+        """Own trainable parameters at hidden ``width`` (default: the current one); at width 0,
+        those of the :meth:`vanished` form (:attr:`kept_when_vanished`)."""
         m = self.hidden_dims
         width = m if width is None else width
+        if width == 0 and m > 0:
+            params = dict(self.named_parameters())
+            return sum(params[n].numel() for n in self.kept_when_vanished
+                       if n not in self.frozen_param_names)
         try:
             dims = self.hidden_param_dims()
         except NotImplementedError:  # not prunable (e.g. a deployed adapter): as it is
@@ -111,6 +134,63 @@ class BaseAdapter(nn.Module):
                 n = n * width // m if m else 0
             total += n
         return total
+
+
+class BiasAdapter(BaseAdapter):
+    """What an adapter with an output bias becomes once MiMi removed all its hidden neurons:
+    the bias it still adds, exactly what the adapter computes with every neuron zeroed.
+
+    ``x + scale * bias`` with ``residual`` (Mona: ``x + project2.bias``; Adapter:
+    ``x + up.bias``), else ``scale * bias`` for every token (AdaptFormer's parallel branch,
+    which the block adds to the MLP output). The scale is applied in the forward rather than
+    folded into the parameter, so the bias trains on exactly as it did inside the adapter:
+    same gradient, AdamW moments and weight decay (a folded ``scale * bias`` would see its
+    effective learning rate multiplied by ``1 / scale``).
+
+    It is an adapter of width 0: it trains, is counted in adapter parameter totals, is saved
+    in adapter-only checkpoints and recorded with width 0 in the structure.
+
+    Args:
+        bias: The bias (C,); copied, keeping its ``requires_grad``.
+        residual: Add the input. Defaults to True.
+        scale: Multiplier of the bias. Defaults to 1.0.
+        source: Name of the parameter it was inside the adapter (e.g. ``'up.bias'``), so the
+            optimizer state follows it. Defaults to ``'bias'``.
+    """
+
+    kept_when_vanished = ('bias', )
+
+    def __init__(self, bias: Tensor, residual: bool = True, scale: float = 1.0,
+                 source: str = 'bias') -> None:
+        super().__init__()
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad)
+        self.residual = residual
+        self.scale = scale
+        #: ``{own parameter: the vanished adapter's parameter it continues}``
+        self.param_origin = {'bias': source}
+
+    @property
+    def hidden_dims(self) -> int:
+        return 0
+
+    def hidden_param_dims(self) -> Dict[str, Tuple[int, ...]]:
+        return {}
+
+    def new_with_width(self, width: int) -> 'BiasAdapter':
+        if width != 0:
+            raise ValueError(f'a vanished adapter cannot grow back to width {width}')
+        return self
+
+    def vanished(self) -> 'BiasAdapter':
+        return self
+
+    def forward(self, x: Tensor, hw_shape: Optional[Tuple[int, int]] = None) -> Tensor:
+        b = self.bias if self.scale == 1 else self.bias * self.scale
+        b = b.to(x.dtype)
+        return x + b if self.residual else b.expand_as(x)
+
+    def extra_repr(self) -> str:
+        return f'dims={self.bias.numel()}, residual={self.residual}, scale={self.scale}'
 
 
 def check_positive_int(method: str, field: str, value: Any) -> int:

@@ -47,7 +47,15 @@ class LoRAQKV(nn.Linear, BaseAdapter):
         return lora
 
     def reset_lora(self) -> None:
-        """loralib init: A kaiming-uniform, B zero (the update starts at 0)."""
+        """loralib init: A kaiming-uniform (``a=sqrt(5)``, fan-in C: bound ``1/sqrt(C)``), B
+        zero (the update starts at 0).
+
+        This is also what the Mona authors' runs start from: their LoRA is loralib's
+        ``MergedLinear`` (rank 64, q and v), whose own ``reset_parameters`` draws the stacked
+        (2r, C) A the same way; their backbone init (trunc-normal on every ``nn.Linear``)
+        reaches only the wrapped, frozen qkv weight, which the pretrained weights then
+        replace. So LoRA has no other initialisation to choose (no ``init`` argument).
+        """
         for a in self.lora_A:
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B)
@@ -78,7 +86,8 @@ class LoRAQKV(nn.Linear, BaseAdapter):
         return new
 
     def vanished(self) -> Optional[nn.Module]:
-        """Rank 0: the plain pretrained Linear again (same tensors)."""
+        """Rank 0: the plain pretrained Linear again (same tensors). LoRA has no bias of its
+        own (the frozen ``bias`` is the Linear's), so this is exactly zeroed ``lora_A/B``."""
         lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
         lin.weight = self.weight
         lin.bias = self.bias
@@ -229,7 +238,7 @@ class LoRAMultiheadAttention(nn.MultiheadAttention, BaseAdapter):
                                       bias=self.in_proj_bias is not None)
 
     def vanished(self) -> Optional[nn.Module]:
-        """Rank 0: torch's attention again (same tensors)."""
+        """Rank 0: torch's attention again (same tensors; exact, as for :class:`LoRAQKV`)."""
         return self.merged(with_delta=False)
 
     def merged(self, with_delta: bool = True) -> nn.MultiheadAttention:

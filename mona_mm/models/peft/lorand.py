@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mona_mm.registry import PEFT_METHODS
+from .adapter import check_init
 from .base import BaseAdapter, BasePEFTMethod, check_positive_int
 
 
@@ -48,24 +49,37 @@ class LoRandProjection(nn.Module):
         return x @ self.weight()
 
 
+#: How a :class:`LoRandAdapter` starts (its ``init`` argument).
+LORAND_INITS = ('zero_up', 'kaiming')
+
+
 class LoRandAdapter(BaseAdapter):
     """``x + up(GELU(down(x)))`` with C -> C/2 -> C LoRand projections.
+
+    Every factor ``A``, ``G``, ``B`` starts kaiming-uniform (``a=sqrt(5)``, the default of
+    torch's layers), except, with ``init='zero_up'`` (default), the kernels ``G`` of the up
+    projection, which start at zero: the adapter starts as the identity. ``init='kaiming'``
+    leaves them kaiming-uniform too (no zero anywhere, as every adapter of the Mona authors'
+    runs starts; their code publishes no LoRand).
 
     Args:
         in_dims: Channels ``C``.
         hidden_dims: Hidden width. Defaults to ``C // 2``.
         branches: Branches per projection. Defaults to 4.
         inner: Inner size of each branch. Defaults to 8.
+        init: ``'zero_up'`` or ``'kaiming'`` (see above). Defaults to ``'zero_up'``.
     """
 
     def __init__(self, in_dims: int, hidden_dims: Optional[int] = None, branches: int = 4,
-                 inner: int = 8) -> None:
+                 inner: int = 8, init: str = 'zero_up') -> None:
         super().__init__()
+        self.init = check_init('LoRandAdapter', init, LORAND_INITS)
         self.in_dims = in_dims
         self.branches, self.inner = branches, inner
         hidden = in_dims // 2 if hidden_dims is None else hidden_dims
         self.down = LoRandProjection(in_dims, hidden, branches, inner)
-        self.up = LoRandProjection(hidden, in_dims, branches, inner, zero_init=True)
+        self.up = LoRandProjection(hidden, in_dims, branches, inner,
+                                   zero_init=init == 'zero_up')
 
     @property
     def hidden_dims(self) -> int:
@@ -76,7 +90,12 @@ class LoRandAdapter(BaseAdapter):
         return {'down.B': (2, ), 'up.A': (1, )}
 
     def new_with_width(self, width: int) -> 'LoRandAdapter':
-        return LoRandAdapter(self.in_dims, width, self.branches, self.inner)
+        return LoRandAdapter(self.in_dims, width, self.branches, self.inner, init=self.init)
+
+    def vanished(self) -> None:
+        """No unit left: the up projection has no bias, so its output is exactly 0 and the
+        adapter is the identity: removed."""
+        return None
 
     def forward(self, x: Tensor, hw_shape: Optional[Tuple[int, int]] = None) -> Tensor:
         return x + self.up(F.gelu(self.down(x)))
@@ -90,18 +109,25 @@ class LoRandMethod(BasePEFTMethod):
     Args:
         branches: Branches per projection. Defaults to 4.
         inner: Inner size per branch. Defaults to 8.
+        init: ``'zero_up'`` (the up projection's kernels start at zero: the network starts
+            as the pretrained one) or ``'kaiming'`` (every factor kaiming-uniform: no
+            zero-init, as all adapters of the Mona authors' runs; the paper configs use it,
+            the authors' code has no LoRand to check against). See :class:`LoRandAdapter`.
+            Defaults to ``'zero_up'``.
     """
 
     name = 'LORAND'
 
-    def __init__(self, branches: int = 4, inner: int = 8) -> None:
+    def __init__(self, branches: int = 4, inner: int = 8, init: str = 'zero_up') -> None:
         self.branches = check_positive_int('LoRand', 'branches', branches)
         self.inner = check_positive_int('LoRand', 'inner', inner)
+        self.init = check_init('LoRand', init, LORAND_INITS)
 
     def build_adapters(self, embed_dims: int, index: int,
                        points: Sequence[str]) -> Dict[str, nn.Module]:
         self._require(('attn_out', 'mlp_out'), points)
         return {
-            point: LoRandAdapter(embed_dims, branches=self.branches, inner=self.inner)
+            point: LoRandAdapter(embed_dims, branches=self.branches, inner=self.inner,
+                                 init=self.init)
             for point in ('attn_out', 'mlp_out')
         }

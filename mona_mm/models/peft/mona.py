@@ -9,7 +9,8 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
 from mona_mm.registry import PEFT_METHODS
-from .base import BaseAdapter, BasePEFTMethod, check_dropout, check_positive_int
+from .base import (BaseAdapter, BasePEFTMethod, BiasAdapter, check_dropout,
+                   check_positive_int)
 
 
 class MonaOp(nn.Module):
@@ -108,6 +109,13 @@ class MonaReference(BaseAdapter):
 
     def new_with_width(self, width: int) -> 'MonaReference':
         return type(self)(self.in_dims, width, self.kernel_sizes, self.dropout.p)
+
+    kept_when_vanished = ('project2.bias', )
+
+    def vanished(self) -> BiasAdapter:
+        """No neuron left: the hidden path is 0, so Mona is ``x + project2.bias``."""
+        return BiasAdapter(self.project2.bias, residual=True,
+                           source='project2.bias').train(self.training)
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         """Args:
