@@ -1,5 +1,5 @@
 """Write the re-parameterised (deploy) form of a checkpoint: Mona's convs and identities
-folded into one depthwise conv, LoRA merged into qkv, vanished adapters dropped.
+folded into one depthwise conv, LoRA merged into qkv, adapters MiMi emptied stay as their bias.
 
 Usage: python tools/model_converters/reparameterize.py CONFIG CKPT OUT
 ``tools/test.py CONFIG OUT`` then builds the deploy form before loading.

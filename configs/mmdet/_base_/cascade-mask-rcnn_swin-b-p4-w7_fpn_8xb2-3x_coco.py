@@ -53,8 +53,9 @@ train_pipeline = [
 train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
 max_epochs = 36
 train_cfg = dict(max_epochs=max_epochs)
+# mmcv's linear warmup over 500 iterations; LinearLR reaches its end factor at `end - 1`
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=501),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[27, 33],
          gamma=0.1)
 ]

@@ -30,8 +30,9 @@ optim_wrapper = dict(
     }))
 # mmcv's poly policy with a linear warmup, as the authors ran it: the poly decay spans all
 # 160k iterations from 0 and the warmup factor multiplies it for the first 1500 (both
-# schedulers step together; with eta_min 0 their product is exactly mmcv's lr)
+# schedulers step together; with eta_min 0 their product is exactly mmcv's lr). LinearLR
+# reaches its end factor at `end - 1`, mmcv's warmup at iteration 1500: hence 1501.
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1501),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=160000, by_epoch=False)
 ]

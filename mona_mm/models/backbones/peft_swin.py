@@ -152,9 +152,10 @@ def warn_frozen_stages(codebase: str, model: nn.Module) -> None:
     Mona authors' code means something else here: their Swin (Microsoft's, mmdet 2.x
     layout) freezes only the patch embedding at ``frozen_stages=1`` (their VOC configs) and
     stages ``0..N-2`` at ``N >= 2``; with mmdet's or mmseg's Swin that is ``N - 1`` here (their
-    ``1`` is ``0``), with mmpretrain's ``N - 2`` (their ``1``: ``-1``, the patch embedding
-    being frozen by every method but Full anyway). The warning says how many parameters the
-    stages take from the method and which value reproduces theirs.
+    ``1`` is ``0``), with mmpretrain's ``N - 2`` (their ``1``: ``-1``; no mmpretrain value
+    freezes the patch embedding alone, which the adapter methods freeze anyway). The warning
+    says how many parameters the stages take from the method and which value reproduces
+    theirs.
 
     Args:
         codebase: ``'mmdet'``, ``'mmseg'`` or ``'mmpretrain'``.

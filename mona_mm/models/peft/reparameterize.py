@@ -15,7 +15,8 @@ def reparameterize(model: nn.Module) -> Dict[str, int]:
 
     Mona: its three depthwise convs, their average and the identity become one depthwise
     conv, the 1x1 conv and its identity one Linear, ``gamma`` goes into the LayerNorm.
-    LoRA: merged into qkv (a plain Linear). Vanished (MiMi) adapters are already gone.
+    LoRA: merged into qkv (a plain Linear). Adapters MiMi emptied stay as they are (a bias,
+    or nothing).
 
     Args:
         model: A model (or backbone) holding adapters; put it in eval mode for inference.
