@@ -152,6 +152,9 @@ def test_adapters_of_another_method_or_settings_are_refused_naming_both(trained,
     PEFTSwinTransformer(arch=NANO, peft='Mona').load_state_dict(
         PEFTSwinTransformer(arch=NANO, peft=dict(type='Mona', hidden_dims=64,
                                                  kernel_sizes=[3, 5, 7])).state_dict())
+    # the init only chooses where training started: not a different model
+    PEFTSwinTransformer(arch=NANO, peft=dict(type='Adapter', init='zero_up')).load_state_dict(
+        PEFTSwinTransformer(arch=NANO, peft=dict(type='Adapter', init='trunc_normal')).state_dict())
     # weights of a method without adapters are pretrained weights for any method
     PEFTSwinTransformer(arch=NANO, peft=asked).load_state_dict(
         PEFTSwinTransformer(arch=NANO, peft='Full').state_dict(), strict=False)

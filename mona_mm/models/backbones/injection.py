@@ -94,6 +94,14 @@ def peft_method_config(cfg: Union[str, dict, BasePEFTMethod, None]) -> dict:
     return dict(type=name, **_plain(cfg))
 
 
+#: Method arguments that only choose the starting point of training, not the model.
+_START_ONLY = ('init', )
+
+
+def _settings(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in _START_ONLY}
+
+
 def _describe(cfg: dict) -> str:
     args = ', '.join(f'{k}={v!r}' for k, v in cfg.items() if k != 'type')
     return f"{cfg.get('type')}({args})"
@@ -349,7 +357,7 @@ class PEFTBackboneMixin:
             strict: Any difference counts.
         """
         theirs = record.get('peft')
-        if theirs is None or theirs == self.peft_cfg:
+        if theirs is None or _settings(theirs) == _settings(self.peft_cfg):
             return
         if not strict and not record.get('structure'):
             return
