@@ -164,14 +164,19 @@ def test_global_vs_local_known_answer():
     assert floor['b'].tolist() == [3] and floor['a'].tolist() == [1, 2, 3]
 
 
-def test_optimizer_state_is_sliced_not_reset():
-    bb = _model('Adapter').train()
-    params = [p for p in bb.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-3)
+def _trained_adamw(bb):
+    """An AdamW over the trainable parameters of ``bb`` after two steps (state populated)."""
+    opt = torch.optim.AdamW([p for p in bb.parameters() if p.requires_grad], lr=1e-3)
     for _ in range(2):
         opt.zero_grad()
         sum(o.square().mean() for o in bb(torch.randn(2, 3, 32, 32))).backward()
         opt.step()
+    return opt
+
+
+def test_optimizer_state_is_sliced_not_reset():
+    bb = _model('Adapter').train()
+    opt = _trained_adamw(bb)
     name, adapter = next(iter_adapters(bb))
     old_down = adapter.down.weight
     old_state = {k: v.clone() for k, v in opt.state[old_down].items()}
@@ -211,11 +216,7 @@ def test_vanished_adapter_costs_no_flops():
 
 def test_vanished_adapter_bias_keeps_training_with_its_optimizer_state():
     bb = _model('AdaptFormer').train()
-    opt = torch.optim.AdamW([p for p in bb.parameters() if p.requires_grad], lr=1e-3)
-    for _ in range(2):
-        opt.zero_grad()
-        sum(o.square().mean() for o in bb(torch.randn(2, 3, 32, 32))).backward()
-        opt.step()
+    opt = _trained_adamw(bb)
     name, adapter = next(iter_adapters(bb))
     old_bias = adapter.up.bias
     old_state = {k: v.clone() for k, v in opt.state[old_bias].items()}
