@@ -152,7 +152,7 @@ def load_adapter_checkpoint(model: nn.Module, path: str,
         raise ValueError(f'{path} is not an adapter-only checkpoint (no meta.mona_mm.format '
                          f'== {FORMAT!r}); load it as a normal checkpoint')
     model = _unwrap(model)
-    from mona_mm.models.backbones.injection import RECORD_KEY
+    from mona_mm.models.backbones.injection import checkpoint_records
     from mona_mm.pruning.structure import apply_structure, checkpoint_structure
     structure = checkpoint_structure(ckpt)
     if structure:  # MiMi-pruned adapters: shrink before anything loads
@@ -165,13 +165,12 @@ def load_adapter_checkpoint(model: nn.Module, path: str,
     # the backbone composes itself from the base its record names (or the override)
     override = dict(checkpoint=base_checkpoint, prefix=None) if base_checkpoint else None
     metadata = mark_adapter_only(getattr(sd, '_metadata', None), model, override)
-    fallback = base_of(model)
-    for local in metadata.values():
-        record = local.get(RECORD_KEY) if isinstance(local, dict) else None
-        if record is not None and not record.get('base'):
-            legacy = ckpt['meta']['mona_mm'].get('base_checkpoint')
-            record['base'] = dict(checkpoint=legacy, prefix=None) if legacy else fallback
     sd = OrderedDict(sd)
     sd._metadata = metadata
+    legacy = ckpt['meta']['mona_mm'].get('base_checkpoint')
+    fallback = dict(checkpoint=legacy, prefix=None) if legacy else base_of(model)
+    for record in checkpoint_records(sd).values():
+        if not record.get('base'):
+            record['base'] = fallback
     model.load_state_dict(sd, strict=False)
     return ckpt

@@ -49,12 +49,11 @@ class AdapterCheckpointHook(Hook):
                 'could not be restored. Set one, pass base_checkpoint=..., or drop the hook.')
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        from mona_mm.models.backbones.injection import RECORD_KEY, check_checkpoint_records
+        from mona_mm.models.backbones.injection import (check_checkpoint_records,
+                                                        checkpoint_records)
         check_checkpoint_records(runner.model, checkpoint, getattr(runner, '_resume', False))
-        metadata = getattr(checkpoint.get('state_dict'), '_metadata', None) or {}
-        for local in metadata.values():
-            record = local.get(RECORD_KEY) if isinstance(local, dict) else None
-            if record and record.get('adapter_only') and record.get('base'):
+        for record in checkpoint_records(checkpoint.get('state_dict')).values():
+            if record.get('adapter_only') and record.get('base'):
                 self._base = record['base']
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:

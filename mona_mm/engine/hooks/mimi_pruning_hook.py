@@ -164,11 +164,11 @@ class MiMiPruningHook(Hook):
             raise RuntimeError('MiMiPruningHook cannot run beside EMAHook: the EMA copy keeps '
                                'the unpruned shapes. Prune without EMA, then fine-tune the '
                                'pruned model with EMA (load_from the pruned checkpoint).')
-        if self.target_params is not None and not self.done and \
-                self.target_params >= adapter_param_total(runner.model):
+        current = adapter_param_total(runner.model)
+        if self.target_params is not None and not self.done and self.target_params >= current:
             raise ValueError(f'MiMiPruningHook: target_params={self.target_params:,} is not '
-                             f'below the current {adapter_param_total(runner.model):,} adapter '
-                             'parameters; nothing would be pruned')
+                             f'below the current {current:,} adapter parameters; nothing '
+                             'would be pruned')
         if self.restart_lr:
             self._check_restartable(runner)
         if self.score == 'grad_l1':

@@ -27,6 +27,20 @@ from ..peft.base import BasePEFTMethod, inside_adapter, iter_adapters
 from .spec import BackboneSpec, get_spec
 
 
+def _peft_dict(cfg: Union[str, dict, None]) -> dict:
+    """The ``peft`` field as a new dict: None is ``Full``, a name is ``dict(type=name)``."""
+    if cfg is None:
+        return dict(type='Full')
+    if isinstance(cfg, str):
+        return dict(type=cfg)
+    if isinstance(cfg, dict):
+        return dict(cfg)
+    raise TypeError(f'peft must be a method name, a dict with `type` or None, got '
+                    f'{type(cfg).__name__} {cfg!r}; e.g. peft=\'Mona\' or '
+                    f"peft=dict(type='Mona', hidden_dims=64) (methods: "
+                    f'{sorted(PEFT_METHODS.module_dict)})')
+
+
 def build_peft_method(cfg: Union[str, dict, BasePEFTMethod, None]) -> BasePEFTMethod:
     """Build a PEFT method from ``dict(type=..., **kwargs)`` or its bare name (``'Mona'`` is
     ``dict(type='Mona')``), whatever the default scope.
@@ -38,16 +52,7 @@ def build_peft_method(cfg: Union[str, dict, BasePEFTMethod, None]) -> BasePEFTMe
     if isinstance(cfg, BasePEFTMethod):
         return cfg
     known = sorted(PEFT_METHODS.module_dict)
-    if cfg is None:
-        cfg = dict(type='Full')
-    elif isinstance(cfg, str):
-        cfg = dict(type=cfg)
-    elif isinstance(cfg, dict):
-        cfg = dict(cfg)
-    else:
-        raise TypeError(f'peft must be a method name, a dict with `type` or None, got '
-                        f'{type(cfg).__name__} {cfg!r}; e.g. peft=\'Mona\' or '
-                        f"peft=dict(type='Mona', hidden_dims=64) (methods: {known})")
+    cfg = _peft_dict(cfg)
     name = cfg.pop('type', None)
     cls = PEFT_METHODS.get(name) if isinstance(name, str) else None
     if cls is None:
@@ -82,8 +87,7 @@ def peft_method_config(cfg: Union[str, dict, BasePEFTMethod, None]) -> dict:
     if isinstance(cfg, BasePEFTMethod):
         names = [k for k, v in PEFT_METHODS.module_dict.items() if v is type(cfg)]
         return dict(type=names[0] if names else type(cfg).__name__)
-    cfg = dict(type='Full') if cfg is None else \
-        dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
+    cfg = _peft_dict(cfg)
     name = cfg.pop('type')
     try:
         bound = inspect.signature(PEFT_METHODS.get(name)).bind(**cfg)
@@ -335,14 +339,15 @@ class PEFTBackboneMixin:
         holds: the PEFT method and settings, every adapter's width (0: removed by MiMi),
         whether adapters are in deploy form, and the pretrained weights it started from."""
         from ..peft.mona import MonaDeploy
-        widths = {n: a.hidden_dims for n, a in iter_adapters(self)}
+        adapters = dict(iter_adapters(self))
         init_cfg = self.init_cfg if isinstance(self.init_cfg, dict) else {}
         base = None
         if init_cfg.get('type') == 'Pretrained' and init_cfg.get('checkpoint'):
             base = dict(checkpoint=str(init_cfg['checkpoint']), prefix=init_cfg.get('prefix'))
         return dict(peft=self.peft_cfg,
-                    structure={n: widths.get(n, 0) for n in self._peft_built},
-                    deploy=any(isinstance(a, MonaDeploy) for _, a in iter_adapters(self)),
+                    structure={n: adapters[n].hidden_dims if n in adapters else 0
+                               for n in self._peft_built},
+                    deploy=any(isinstance(a, MonaDeploy) for a in adapters.values()),
                     base=base)
 
     def check_peft_record(self, record: dict, strict: bool = False) -> None:
@@ -544,6 +549,17 @@ class PEFTBackboneMixin:
         MMLogger.get_current_instance().info(msg)
 
 
+def checkpoint_records(state_dict: Optional[dict]) -> Dict[str, dict]:
+    """``{backbone module name: record}`` from a state dict's metadata (empty without any).
+
+    Args:
+        state_dict: A (loaded) state dict, or None.
+    """
+    metadata = getattr(state_dict, '_metadata', None) or {}
+    return {name: local[RECORD_KEY] for name, local in metadata.items()
+            if isinstance(local, dict) and local.get(RECORD_KEY)}
+
+
 def check_checkpoint_records(model: nn.Module, checkpoint: dict, strict: bool = True) -> None:
     """Check the backbone records of a checkpoint's state dict against ``model``'s PEFT
     backbones before anything (optimizer, pruned structure) is restored from it.
@@ -554,12 +570,11 @@ def check_checkpoint_records(model: nn.Module, checkpoint: dict, strict: bool = 
         strict: Any other method or setting is refused (resume); else only weights whose
             method adds adapters (see ``check_peft_record``).
     """
-    metadata = getattr(checkpoint.get('state_dict'), '_metadata', None) or {}
+    records = checkpoint_records(checkpoint.get('state_dict'))
     model = getattr(model, 'module', model)
     for name, module in model.named_modules():
-        local = metadata.get(name)
-        if is_peft_backbone(module) and isinstance(local, dict) and local.get(RECORD_KEY):
-            module.check_peft_record(local[RECORD_KEY], strict)
+        if is_peft_backbone(module) and name in records:
+            module.check_peft_record(records[name], strict)
 
 
 def extract_state_dict(ckpt: dict, prefix: Optional[str] = None,
