@@ -46,6 +46,7 @@ model = dict(
 max_epochs = 4  # the demo prints its table within 15 minutes on 2 CPU cores
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(
+    constructor='mona_mm.PEFTOptimWrapperConstructor',
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
     clip_grad=dict(max_norm=10.0))
 param_scheduler = [

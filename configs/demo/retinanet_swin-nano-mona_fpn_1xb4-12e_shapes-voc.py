@@ -37,6 +37,7 @@ test_dataloader = val_dataloader
 max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(
+    constructor='mona_mm.PEFTOptimWrapperConstructor',
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-3, weight_decay=0.05),
     clip_grad=dict(max_norm=10.0))
 param_scheduler = [

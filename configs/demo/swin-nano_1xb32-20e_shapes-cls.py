@@ -31,7 +31,8 @@ val_dataloader = dict(
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator
-optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
+optim_wrapper = dict(constructor='mona_mm.PEFTOptimWrapperConstructor',
+                     optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
                      clip_grad=dict(max_norm=5.0))
 max_epochs = 20
 param_scheduler = [

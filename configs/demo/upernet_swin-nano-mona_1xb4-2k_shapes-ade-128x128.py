@@ -48,6 +48,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 optim_wrapper = dict(_delete_=True, type='OptimWrapper',
+                     constructor='mona_mm.PEFTOptimWrapperConstructor',
                      optimizer=dict(type='AdamW', lr=3e-4, betas=(0.9, 0.999),
                                     weight_decay=0.01))
 param_scheduler = [

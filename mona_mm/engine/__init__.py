@@ -1,5 +1,6 @@
 from .hooks import (AdapterCheckpointHook, BackboneCheckpointHook, MiMiPruningHook,
                     SafeCheckpointHook)
+from .optimizers import PEFTOptimWrapperConstructor, trainable_summary
 
 __all__ = ['AdapterCheckpointHook', 'BackboneCheckpointHook', 'MiMiPruningHook',
-           'SafeCheckpointHook']
+           'SafeCheckpointHook', 'PEFTOptimWrapperConstructor', 'trainable_summary']

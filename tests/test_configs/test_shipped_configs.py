@@ -26,6 +26,8 @@ def test_config_loads(path):
                                        'mona_mm.PEFTVisionTransformer')
     assert 'mona_mm' in cfg.custom_imports['imports']
     assert cfg.default_scope in ('mmdet', 'mmseg', 'mmpretrain')
+    # adapters' own optimizer groups and one summary table (not per-tensor log lines)
+    assert cfg.optim_wrapper.constructor == 'mona_mm.PEFTOptimWrapperConstructor'
 
 
 def test_every_method_has_every_paper_config():

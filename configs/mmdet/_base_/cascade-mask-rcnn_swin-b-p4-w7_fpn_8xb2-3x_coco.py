@@ -61,6 +61,7 @@ param_scheduler = [
 ]
 optim_wrapper = dict(
     type='AmpOptimWrapper',
+    constructor='mona_mm.PEFTOptimWrapperConstructor',  # adapters' groups and one summary table
     paramwise_cfg=dict(custom_keys={
         'absolute_pos_embed': dict(decay_mult=0.),
         'relative_position_bias_table': dict(decay_mult=0.),

@@ -37,6 +37,7 @@ train_dataloader = dict(
         ])))
 optim_wrapper = dict(
     type='AmpOptimWrapper',  # the authors: apex O1, dynamic loss scale
+    constructor='mona_mm.PEFTOptimWrapperConstructor',  # adapters' groups and one summary table
     paramwise_cfg=dict(custom_keys={
         'absolute_pos_embed': dict(decay_mult=0.),
         'relative_position_bias_table': dict(decay_mult=0.),

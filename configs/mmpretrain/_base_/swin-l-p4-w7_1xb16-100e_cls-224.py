@@ -53,6 +53,7 @@ test_evaluator = val_evaluator
 max_epochs = 100
 optim_wrapper = dict(
     type='AmpOptimWrapper',  # the authors: fp16 with a dynamic loss scale
+    constructor='mona_mm.PEFTOptimWrapperConstructor',  # adapters' groups and one summary table
     optimizer=dict(type='AdamW', lr=1.5625e-5, betas=(0.9, 0.999), eps=1e-8,
                    weight_decay=0.05),
     clip_grad=dict(max_norm=5.0),

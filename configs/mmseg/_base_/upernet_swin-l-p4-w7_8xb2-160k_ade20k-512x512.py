@@ -22,6 +22,7 @@ model = dict(
     auxiliary_head=dict(in_channels=768, num_classes=150))
 optim_wrapper = dict(
     _delete_=True, type='OptimWrapper',
+    constructor='mona_mm.PEFTOptimWrapperConstructor',  # adapters' groups and one summary table
     optimizer=dict(type='AdamW', lr=3e-4, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=dict(custom_keys={
         'absolute_pos_embed': dict(decay_mult=0.),

@@ -14,4 +14,4 @@ model = dict(
         patch_bias=True,  # the checkpoint's patch embedding has a bias (mmseg's default: none)
         init_cfg=dict(type='Pretrained', checkpoint={{_base_.vit_b16_pretrained}},
                       prefix='backbone')))
-optim_wrapper = dict(optimizer=dict(lr=3e-4))
+optim_wrapper = dict(constructor='mona_mm.PEFTOptimWrapperConstructor', optimizer=dict(lr=3e-4))
