@@ -78,3 +78,40 @@ def test_merge_tool_writes_plain_full_checkpoint(tmp_path, shapes_workspace):
     assert set(merged) == set(full)
     assert all(torch.equal(merged[k], full[k]) for k in full)
     assert len(adapter_state_dict(model)) < len(full)
+
+
+def test_adapter_only_load_logs_a_summary(tmp_path):
+    """Loading an adapter-only checkpoint (runner load_from, inferencers: mmengine's
+    load_checkpoint) logs what came from where in a few short lines, not the names of every
+    tensor the base supplied."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    from mmengine.runner import load_checkpoint
+
+    from mona_mm.utils import make_adapter_checkpoint
+    path, _ = _pretrained(tmp_path)
+    model = ToyDetector()
+    model.backbone.init_cfg = dict(type='Pretrained', checkpoint=path)
+    model.init_weights()
+    adapters = tmp_path / 'adapters.pth'
+    torch.save(make_adapter_checkpoint(model), adapters)
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            if record.levelno >= logging.INFO:
+                lines.extend(record.getMessage().splitlines())
+
+    logger = MMLogger.get_current_instance()
+    keep = Keep()
+    logger.addHandler(keep)
+    try:
+        load_checkpoint(ToyDetector(), str(adapters))
+    finally:
+        logger.removeHandler(keep)
+    text = '\n'.join(lines)
+    assert 'missing keys' not in text and 'unexpected key' not in text, text
+    assert max(map(len, lines)) < 200, text
+    assert 'adapter-only checkpoint composed with its pretrained backbone' in text
+    assert 'adapter tensors loaded' in text

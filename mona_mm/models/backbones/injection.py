@@ -437,6 +437,8 @@ class PEFTBackboneMixin:
                 there are any, else all.
         """
         from mona_mm.utils.checkpoint_io import load_checkpoint_file
+        from mona_mm.utils.pretrained import check_pretrained_exists
+        check_pretrained_exists(checkpoint)  # names MONA_MM_PRETRAINED and the source
         ckpt = load_checkpoint_file(checkpoint, map_location='cpu')
         state_dict = extract_state_dict(ckpt, prefix, source=str(checkpoint))
         self._peft_source = str(checkpoint)
