@@ -10,6 +10,8 @@ model = dict(
     backbone=dict(
         _delete_=True, type='mona_mm.PEFTSwinTransformer', arch={{_base_.swin_nano_arch}},
         peft=dict(type='Mona'), out_indices=(0, 1, 2, 3), drop_path_rate=0.1),
+    # ADE-style labels (PNG 1 = background, 2..5 = shapes; reduce_zero_label shifts them to
+    # 0..4): 5 classes, background included
     decode_head=dict(in_channels=[32, 64, 128, 256], channels=64, num_classes=5),
     auxiliary_head=dict(in_channels=128, channels=32, num_classes=5))
 data_root = 'data/shapes/ade'

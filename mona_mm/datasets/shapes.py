@@ -5,6 +5,13 @@ scenes are written as COCO instances (boxes + polygon masks), Pascal VOC XML, AD
 image/label PNG folders, and an ImageNet-style class-folder set that mmpretrain reads; so the
 demo and the tests exercise the real dataset classes and pipelines, not a mock.
 
+Segmentation labels follow ADE20K's PNG convention: 0 = unlabelled (unused here), 1 =
+background, 2..5 = circle, square, triangle, star. Read with ``reduce_zero_label=True`` (as
+mmseg's ADE20K configs do), 0 becomes the ignore index 255 and every other value drops by one,
+so a segmentor trains ``num_classes=5`` classes: background (0) and the four shapes (1..4),
+named by :data:`SEG_CLASSES`. Detection and classification use the four shapes only
+(:data:`SHAPES_CLASSES`).
+
 Command line: ``python -m mona_mm.datasets.shapes data/shapes``.
 """
 import argparse
@@ -182,18 +189,31 @@ def generate_shapes(out_dir: str, num_train: int = 400, num_val: int = 100,
                 img, _, _ = _scene(rng, cls_img_size, 2, only_class=cls)
                 Image.fromarray(img).save(osp.join(d, f'{cname}_{i:05d}.jpg'), quality=95)
     with open(osp.join(out_dir, 'README.txt'), 'w') as f:
-        f.write(f'mona_mm synthetic shapes, seed={seed}, classes={SHAPES_CLASSES}\n')
+        f.write(f'mona_mm synthetic shapes, seed={seed}, classes={SHAPES_CLASSES}\n'
+                'ade/annotations PNG labels: 0 unlabelled, 1 background, 2..5 the classes '
+                'in order; with reduce_zero_label=True: num_classes=5 (background + 4)\n')
     return roots
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description='Generate the synthetic shapes dataset')
-    parser.add_argument('out_dir', nargs='?', default='data/shapes')
-    parser.add_argument('--num-train', type=int, default=400)
-    parser.add_argument('--num-val', type=int, default=100)
-    parser.add_argument('--num-cls-per-class', type=int, default=150)
-    parser.add_argument('--img-size', type=int, default=128)
-    parser.add_argument('--seed', type=int, default=0)
+    parser = argparse.ArgumentParser(
+        description='Generate the synthetic shapes dataset in COCO, Pascal VOC, ADE20K '
+        '(labels: 1 = background, 2..5 = shapes; num_classes=5 with reduce_zero_label) and '
+        'class-folder formats.')
+    parser.add_argument('out_dir', nargs='?', default='data/shapes',
+                        help='Output folder (default: data/shapes, where the demo configs '
+                        'read it).')
+    parser.add_argument('--num-train', type=int, default=400,
+                        help='Training scenes for detection and segmentation (default: 400).')
+    parser.add_argument('--num-val', type=int, default=100,
+                        help='Validation scenes for detection and segmentation (default: 100).')
+    parser.add_argument('--num-cls-per-class', type=int, default=150,
+                        help='Classification training images per shape class; validation '
+                        'gets a quarter (default: 150).')
+    parser.add_argument('--img-size', type=int, default=128,
+                        help='Side of the square scene images in pixels (default: 128).')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='Random seed: the same seed writes the same files (default: 0).')
     args = parser.parse_args()
     roots = generate_shapes(args.out_dir, args.num_train, args.num_val,
                             args.num_cls_per_class, args.img_size, seed=args.seed)

@@ -61,3 +61,20 @@ def test_real_dataset_classes_read_every_format(shapes_workspace):
     assert cls.CLASSES == SHAPES_CLASSES or tuple(cls.metainfo['classes']) == tuple(
         sorted(SHAPES_CLASSES))
     assert len(cls) == 8 * 4
+
+
+def test_command_line_runs_clean(tmp_path):
+    """`python -m mona_mm.datasets.shapes` writes the data and prints no warning (runpy warns
+    when the package has imported the module it is about to run)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    proc = subprocess.run(
+        [sys.executable, '-W', 'error::RuntimeWarning', '-m', 'mona_mm.datasets.shapes', str(tmp_path / 's'),
+         '--num-train', '2', '--num-val', '1', '--num-cls-per-class', '1'],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert 'Warning' not in proc.stderr, proc.stderr
+    assert (tmp_path / 's' / 'ade' / 'annotations' / 'training' / 'train_00000.png').exists()
+    assert 'num_classes=5' in (tmp_path / 's' / 'README.txt').read_text()
