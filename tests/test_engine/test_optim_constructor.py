@@ -237,22 +237,3 @@ def test_frozen_stages_counted_after_train():
     assert stage0 and not (stage0 & params)
     assert {id(p) for p in model.backbone.stages[3].parameters()} <= params
 
-
-def test_readme_table_is_what_the_tool_prints(capsys):
-    """The README's Mask2Former table is the output of the command it shows."""
-    import shlex
-    import sys
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'misc'))
-    try:
-        from print_optim_groups import main
-    finally:
-        sys.path.pop(0)
-    readme = open(osp.join(ROOT, 'README.md')).read()
-    section = readme.split('### The optimizer: one more line', 1)[1]
-    command, after = section.split('```bash\n', 1)[1].split('```\n', 1)
-    shown = after.split('```\n', 1)[1].split('```', 1)[0]
-    args = shlex.split(command.replace('\\\n', ' '))
-    assert args[:2] == ['python', 'tools/misc/print_optim_groups.py']
-    main(args[2:])
-    printed = capsys.readouterr().out
-    assert shown.strip() and printed.strip().endswith(shown.strip())
