@@ -1,5 +1,6 @@
 """MiMiPruningHook driven by a real Runner on a toy model with a Mona Swin backbone."""
 import hashlib
+import logging
 
 import pytest
 import torch
@@ -97,6 +98,17 @@ def test_prunes_until_target_then_trains_on(tmp_path):
     log = next(tmp_path.glob('*/*.log')).read_text()
     assert 'MiMi step 1' in log and 'neurons kept per adapter' in log
     assert 'MiMi summary' in log
+    # loading the pruned checkpoint (load_from, test) reports the steps it records
+    ckpt = str(tmp_path / f'epoch_{runner.train_loop.epoch}.pth')
+    loader = _runner(tmp_path / 'load', _hook(), name='load_pruned')
+    lines = []
+    keep = logging.Handler()
+    keep.emit = lambda record: lines.append(record.getMessage())
+    loader.logger.addHandler(keep)
+    loader.load_checkpoint(ckpt)
+    loader.logger.removeHandler(keep)
+    assert get_structure(loader.model) == get_structure(runner.model)
+    assert any(f'{hook.steps} pruning steps done' in line for line in lines), lines
 
 
 @pytest.mark.parametrize('score', ['mimi_unnormalized', 'grad_l1', 'random'])
