@@ -26,16 +26,23 @@ DET_CFG = osp.join(ROOT, 'configs/demo/cascade-mask-rcnn_swin-nano-mona_fpn_1xb4
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--data-root', default='data/shapes')
+    parser = argparse.ArgumentParser(
+        description='The mona_mm demo on the CPU: generate the shapes dataset, pretrain a '
+        'small Swin on it, Mona-tune a Cascade Mask R-CNN with that backbone frozen and print '
+        'its COCO mAP.')
+    parser.add_argument('--work-dir', default='work_dirs/demo',
+                        help='Directory for the logs and checkpoints of both runs '
+                        '(default: %(default)s).')
+    parser.add_argument('--data-root', default='data/shapes',
+                        help='Where the shapes dataset is, or is generated when missing '
+                        '(default: %(default)s).')
     parser.add_argument('--pretrain-epochs', type=int, default=None,
-                        help='override the pretraining epochs of the config')
+                        help='Override the pretraining epochs of the config.')
     parser.add_argument('--det-epochs', type=int, default=None,
-                        help='override the detection fine-tuning epochs of the config')
+                        help='Override the detection fine-tuning epochs of the config.')
     parser.add_argument('--seed', type=int, default=0,
-                        help='random seed of both runs (data order, init, augmentation); '
-                        'the README table was printed with the default')
+                        help='Random seed of both runs: data order, init and augmentation '
+                        '(default: %(default)s, the seed of the README table).')
     return parser.parse_args()
 
 

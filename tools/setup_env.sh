@@ -63,7 +63,14 @@ fi
 # transformers >= 5 breaks `import mmpretrain.models` (and so mmdet/mmseg models).
 "$VENV/bin/python" -m pip uninstall -y -q transformers >/dev/null 2>&1 || true
 log "installing mona_mm (editable)"
-"${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
+# --no-use-pep517 keeps this a `setup.py develop` install (pip prints a deprecation notice for
+# it): setup.py then links configs/, tools/ and model-index.yml into mona_mm/.mim, and mim
+# 0.3.9, which looks for them under <distribution location>/mona_mm, finds them in the repo. A
+# PEP 660 editable install would put the distribution in site-packages, out of mim's sight.
+"${PIP[@]}" --no-deps --no-build-isolation --no-use-pep517 -e "$ROOT"
+"$VENV/bin/python" -c 'import os.path as o, sys; from mim.utils import get_installed_path as g
+p = o.join(g("mona_mm"), ".mim", "model-index.yml")
+sys.exit(0 if o.isfile(p) else f"[setup_env] mim cannot find {p}")'
 "$VENV/bin/python" - <<'PY'
 import torch, mmcv, mmcv.ops, mmengine, mmdet.models, mmseg.models, mmpretrain.models, mona_mm
 from mmcv.ops import nms, RoIAlign

@@ -15,19 +15,42 @@ from mona_mm.datasets.checks import check_dataset_annotations
 from mona_mm.utils import prepare_cpu_distributed
 
 
+CFG_OPTIONS_HELP = (
+    'Override settings of the config with key=value pairs, merged into it (a dotted key '
+    'reaches into dicts and lists, e.g. optim_wrapper.optimizer.lr=1e-4; a list value is '
+    'written key="[a,b]" or key=a,b and may nest, key="[(a,b),(c,d)]", quotes needed and no '
+    'white space).')
+LAUNCHER_HELP = ('Job launcher: none (one process), pytorch (torchrun, tools/dist_train.sh), '
+                 'slurm (srun, tools/slurm_train.sh) or mpi; without a GPU, pytorch and slurm '
+                 'run on gloo (default: %(default)s).')
+LOCAL_RANK_HELP = ('Rank of this process on its machine, passed by torch.distributed.launch; '
+                   'the LOCAL_RANK environment variable, when set, wins.')
+
+
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Train a detector/segmentor/classifier')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
-    parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision')
+    parser = argparse.ArgumentParser(
+        description='Train a detector, segmentor or classifier from an mmdet, mmseg or '
+        'mmpretrain config, with the mona_mm modules registered.')
+    parser.add_argument('config', help='The config file to train with.')
+    parser.add_argument('--work-dir', metavar='DIR',
+                        help='Directory for logs and checkpoints (default: the config\'s '
+                        'work_dir, else ./work_dirs/<config name>).')
+    parser.add_argument('--amp', action='store_true',
+                        help='Enable automatic mixed precision (AmpOptimWrapper with a dynamic '
+                        'loss scale); it needs a GPU.')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='Scale the learning rate linearly by the actual total batch size '
+                        '(processes x train_dataloader.batch_size) over the config\'s '
+                        'auto_scale_lr.base_batch_size.')
     parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
-        help='resume from the given checkpoint, or from the latest one in the work dir')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings in the config, key=value')
+        '--resume', nargs='?', type=str, const='auto', metavar='CKPT',
+        help='Resume from the given checkpoint, or, without a path, from the latest one in '
+        'the work dir.')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help=CFG_OPTIONS_HELP)
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+                        default='none', help=LAUNCHER_HELP)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=LOCAL_RANK_HELP)
     args = parser.parse_args()
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -73,6 +96,28 @@ def check_amp_device(cfg: Config, amp: bool, config: Optional[str] = None) -> No
                if extra else '') + '.')
 
 
+def enable_auto_scale_lr(cfg: Config, config: Optional[str] = None) -> None:
+    """Switch on mmengine's linear learning-rate scaling, as ``--auto-scale-lr`` asks: the
+    runner multiplies the lr by the actual total batch size over ``base_batch_size``.
+
+    Args:
+        cfg: The merged config (after ``--cfg-options``); modified in place.
+        config: The config file, for the message.
+
+    Raises:
+        RuntimeError: If the config has no ``auto_scale_lr`` with a ``base_batch_size``.
+    """
+    scale = cfg.get('auto_scale_lr')
+    if not isinstance(scale, dict) or 'base_batch_size' not in scale:
+        raise RuntimeError(
+            '--auto-scale-lr needs auto_scale_lr.base_batch_size (the total batch size the '
+            f'config\'s learning rate was set for) and {config or "the config"} has '
+            + ('no auto_scale_lr' if scale is None else f'auto_scale_lr={scale!r}') +
+            '; add auto_scale_lr = dict(base_batch_size=N) to the config or '
+            '--cfg-options auto_scale_lr.base_batch_size=N.')
+    cfg.auto_scale_lr.enable = True
+
+
 def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
@@ -94,6 +139,8 @@ def main() -> None:
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        enable_auto_scale_lr(cfg, args.config)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -1,5 +1,5 @@
 """MiMi paper Fig. 5 style: kept and removed hidden neurons per adapter, by layer."""
-from typing import Dict
+from typing import Callable, Dict, Tuple
 
 import matplotlib
 
@@ -33,6 +33,34 @@ def plot_structure(structure: Dict[str, int], initial: Dict[str, int], out: str)
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def checkpoint_widths(checkpoint: dict, config_widths: Callable[[], Dict[str, int]]
+                      ) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """The current and the initial adapter widths of a checkpoint, to plot.
+
+    A full checkpoint of a run that never pruned carries no structure record, while its
+    adapter-only export records the widths it holds, without initial ones: both mean the
+    config's widths, kept in full, so both plot alike. A MiMi-pruned checkpoint, its export
+    and its re-parameterised form all carry the pruning hook's record.
+
+    Args:
+        checkpoint: The checkpoint dict (full, adapter-only or re-parameterised).
+        config_widths: Returns the widths of a model built from the config; called only
+            when the checkpoint does not record them.
+
+    Returns:
+        ``(structure, initial)``: ``{adapter name: hidden width}`` now (0 = vanished) and
+        before pruning.
+    """
+    from .structure import STRUCTURE_META_KEY
+    record = (checkpoint.get('meta') or {}).get(STRUCTURE_META_KEY) or {}
+    structure, initial = record.get('structure'), record.get('initial_structure')
+    if structure is None or not initial:
+        widths = config_widths()
+        structure = widths if structure is None else structure
+        initial = initial or widths
+    return dict(structure), dict(initial)
 
 
 def _network_order(name: str):

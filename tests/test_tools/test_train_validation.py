@@ -1,5 +1,7 @@
 """tools/train.py and tools/test.py stop before the runner is built, with one clear message,
-on mixed precision without a GPU and on an annotation file without images."""
+on mixed precision without a GPU, on an annotation file without images, on --auto-scale-lr or
+--tta without the config fields they need and on --launcher slurm outside srun; --show and
+--show-dir set what each codebase's own tools/test.py sets."""
 import importlib.util
 import json
 import os
@@ -156,3 +158,99 @@ def test_annotation_check_walks_wrappers_and_formats(tmp_path):
         val_dataloader=dict(dataset=dict(ann_file=str(tmp_path / 'missing.json'))),
         test_dataloader=None), ('train_dataloader', 'val_dataloader', 'test_dataloader',
                                 'no_such_loader'))
+
+
+# ------------------------------------------------------------------ --auto-scale-lr
+def test_auto_scale_lr_needs_a_base_batch_size(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError) as err:
+        _main(monkeypatch, 'train', [CLS_CFG, '--auto-scale-lr', '--work-dir',
+                                     str(tmp_path / 'wd')])
+    assert str(err.value) == (
+        '--auto-scale-lr needs auto_scale_lr.base_batch_size (the total batch size the '
+        f"config's learning rate was set for) and {CLS_CFG} has no auto_scale_lr; add "
+        'auto_scale_lr = dict(base_batch_size=N) to the config or --cfg-options '
+        'auto_scale_lr.base_batch_size=N.')
+    assert not (tmp_path / 'wd').exists()  # stopped before the runner
+    from mmengine.config import Config
+    cfg = Config.fromfile(CLS_CFG)
+    cfg.auto_scale_lr = dict(enable=False)
+    with pytest.raises(RuntimeError, match=r"has auto_scale_lr=\{'enable': False\}; add"):
+        _tool('train').enable_auto_scale_lr(cfg)
+    # mmdet's configs carry one (enable=False): the flag switches it on
+    cfg = Config.fromfile(COCO_CFG)
+    _tool('train').enable_auto_scale_lr(cfg, COCO_CFG)
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=4)
+
+
+# ------------------------------------------------------------------ --show, --show-dir, --tta
+SEG_CFG = osp.join(CFG, 'upernet_swin-nano-mona_1xb4-2k_shapes-ade-128x128.py')
+
+
+def test_show_switches_on_the_visualization_hook_of_each_codebase():
+    """What each codebase's own tools/test.py sets, chosen by the config's default_scope."""
+    from mmengine.config import Config
+    trigger = _tool('test').trigger_visualization_hook
+    det = Config.fromfile(COCO_CFG)
+    trigger(det, show=True, show_dir='painted', wait_time=0.5)
+    assert det.default_hooks.visualization == dict(
+        type='DetVisualizationHook', _scope_='mmdet', draw=True, show=True, wait_time=0.5,
+        test_out_dir='painted')
+    seg = Config.fromfile(SEG_CFG)
+    trigger(seg, show=False, show_dir='painted')
+    assert seg.default_hooks.visualization == dict(type='SegVisualizationHook',
+                                                   _scope_='mmseg', draw=True)
+    assert seg.visualizer.save_dir == 'painted'
+    trigger(seg, show=False, show_dir='painted', interval=1)
+    assert seg.default_hooks.visualization.interval == 1
+    cls = Config.fromfile(CLS_CFG)
+    trigger(cls, show=False, show_dir='painted')
+    assert cls.default_hooks.visualization == dict(
+        type='VisualizationHook', _scope_='mmpretrain', enable=True, show=False, wait_time=2,
+        out_dir='painted', interval=1)
+    cls.default_hooks.pop('visualization')
+    with pytest.raises(RuntimeError, match=r"default_hooks have none; add default_hooks = "
+                       r"dict\(visualization=dict\(type='VisualizationHook'\)\)\.$"):
+        trigger(cls, show=True, show_dir=None)
+    cls.default_scope = 'mmengine'
+    with pytest.raises(RuntimeError, match=r"default_scope is 'mmengine'; set default_scope"):
+        trigger(cls, show=True, show_dir=None)
+
+
+def test_tta_needs_the_configs_tta_model_and_pipeline(monkeypatch, tmp_path):
+    checkpoint = tmp_path / 'model.pth'
+    torch.save(dict(state_dict={}), checkpoint)
+    monkeypatch.chdir(tmp_path)
+    # mmseg's default_runtime gives a tta_model; the demo's dataset has no tta_pipeline
+    with pytest.raises(RuntimeError, match=r'^--tta needs tta_model and tta_pipeline in the '
+                       'config and ' + re.escape(SEG_CFG) + ' has no tta_pipeline; add them'):
+        _main(monkeypatch, 'test', [SEG_CFG, str(checkpoint), '--tta', '--work-dir',
+                                    str(tmp_path / 'wd')])
+    assert not (tmp_path / 'wd').exists()
+    from mmengine.config import Config
+    cfg = Config.fromfile(CLS_CFG)
+    with pytest.raises(RuntimeError, match='has no tta_model and no tta_pipeline'):
+        _tool('test').use_tta(cfg)
+    cfg.tta_model = dict(type='AverageClsScoreTTA')
+    cfg.tta_pipeline = [dict(type='LoadImageFromFile')]
+    model = cfg.model
+    _tool('test').use_tta(cfg)
+    assert cfg.model == dict(type='AverageClsScoreTTA', module=model)
+    assert cfg.test_dataloader.dataset.pipeline == [dict(type='LoadImageFromFile')]
+
+
+# ------------------------------------------------------------------ --launcher slurm
+@no_gpu
+def test_slurm_launcher_without_srun_says_how_to_start(monkeypatch):
+    from mmengine.config import Config
+
+    from mona_mm.utils import prepare_cpu_distributed
+    for var in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(RuntimeError, match=r'^--launcher slurm needs the SLURM_PROCID, '
+                       'SLURM_NTASKS, SLURM_NODELIST that srun sets; start the job with '
+                       r'tools/slurm_train.sh or tools/slurm_test.sh\.$'):
+        prepare_cpu_distributed(Config(dict(launcher='slurm')))
+    # other launchers are mmengine's business
+    assert not prepare_cpu_distributed(Config(dict(launcher='mpi')))
+    assert not prepare_cpu_distributed(Config(dict(launcher='none')))

@@ -1,11 +1,19 @@
-"""Train-step time, peak memory and inference latency of PEFT modes on a Swin backbone,
-each also as a ratio to full fine-tuning / plain inference measured in the same run.
+"""Train-step time, peak memory and inference latency of PEFT modes on a Swin (or ViT)
+backbone, each also as a ratio to full fine-tuning / plain inference measured in the same run.
 
 Usage:
   python tools/analysis_tools/benchmark_peft.py --arch base --size 800 1216 --batch 2 \\
-      --dtype fp32 bf16 --repeat 2 --modes full fixed mona_reference mona mona_lowmem \\
-      mona_mimi floor adapter lora --json work_dirs/bench.json [--profile]
+      --dtype fp32 bf16 --repeat 2 --modes full fixed mona-reference mona mona-lowmem \\
+      mona-mimi floor adapter lora --json work_dirs/bench.json [--profile]
   python tools/analysis_tools/benchmark_peft.py ... --count-memory   # bytes, no timing
+  python tools/analysis_tools/benchmark_peft.py --from-json work_dirs/bench.json  # table again
+
+A mode is a method slug (``full``, ``fixed``, ``bitfit``, ``norm-tuning``, ``partial-1``,
+``adapter``, ``lora``, ``adaptformer``, ``lorand``, ``mona``, ``mona-reference``; the
+registered type, e.g. ``NormTuning``, is read too) or a variant: ``-lowmem`` builds the
+backbone with ``recompute=('adapters', )``, ``mona-mimi`` is Mona after a global MiMi
+selection keeping 1/``--mimi-ratio`` of the neurons, ``floor`` is Mona with one neuron per
+adapter.
 
 Train step = forward + backward + AdamW step (optimizer over trainable parameters only).
 Inference = eval forward under no_grad; Mona/LoRA modes are re-parameterised first.
@@ -14,8 +22,6 @@ held before building the model (weights included), measured in a separate proces
 (the kernel's peak mark is reset between dtypes) whose allocator returns every block >= 64 KiB
 to the OS on free (MALLOC_MMAP_THRESHOLD_), so RSS follows live tensors instead of allocator
 caching (repeat runs agree to ~1 MB; the timing processes run with the normal allocator).
-
-Modes ending in ``_lowmem`` build the backbone with ``recompute=('adapters', )``.
 
 ``--count-memory`` instead counts, without timing anything, the bytes a train step must hold:
 weights, gradients and AdamW state plus every activation autograd keeps for the backward
@@ -38,38 +44,37 @@ import torch
 import mona_mm  # noqa: F401
 from mona_mm.models import (PEFTSwinTransformer, PEFTVisionTransformer, iter_adapters,
                             reparameterize)
+from mona_mm.models.peft.names import EXTRA_TYPES, METHOD_SLUGS, method_slug, peft_config
 from mona_mm.pruning import adapter_param_total, neuron_scores, prune_adapters, select_keep
 from mona_mm.utils import count_trainable, saved_activation_bytes, training_state_bytes
 
-MODES = {
-    'full': dict(type='Full'), 'fixed': dict(type='Fixed'), 'bitfit': dict(type='BitFit'),
-    'norm_tuning': dict(type='NormTuning'), 'partial_1': dict(type='Partial'),
-    'adapter': dict(type='Adapter'), 'lora': dict(type='LoRA'),
-    'adaptformer': dict(type='AdaptFormer'), 'lorand': dict(type='LoRand'),
-    'mona_reference': dict(type='MonaReference'), 'mona': dict(type='Mona'),
-    'mona_lowmem': dict(type='Mona'), 'mona_mimi': dict(type='Mona'),
-    'mona_mimi_lowmem': dict(type='Mona'),
+# a benchmark mode is a method slug (mona_mm.models.peft.names) or a variant of one
+MODES = {slug: peft_config(slug) for slug in (*METHOD_SLUGS, *EXTRA_TYPES)}
+MODES.update({
+    'mona-lowmem': dict(type='Mona'), 'mona-mimi': dict(type='Mona'),
+    'mona-mimi-lowmem': dict(type='Mona'),
     # one neuron per adapter: the frozen backbone's own forward + input-gradient backward,
     # i.e. the floor any method that trains the first block pays
     'floor': dict(type='Mona', hidden_dims=1),
-}
+})
 # the CPU memory pass: glibc returns blocks of at least this size to the OS on free
 MMAP_THRESHOLD = str(64 * 1024)
 
 
 def build(mode: str, arch, mimi_ratio: float, device: str, with_cp: bool,
           backbone: str = 'swin', size=(224, 224)):
-    recompute = ('adapters', ) if mode.endswith('_lowmem') else ()
+    peft = MODES[mode] if mode in MODES else peft_config(mode)
+    recompute = ('adapters', ) if mode.endswith('-lowmem') else ()
     if backbone == 'vit':  # mmpretrain's ViT at the benchmark size, patch 16
         if with_cp:
-            raise SystemExit("--with-cp: mmpretrain's ViT has no with_cp; use the _lowmem modes")
+            raise SystemExit("--with-cp: mmpretrain's ViT has no with_cp; use the -lowmem modes")
         bb = PEFTVisionTransformer(codebase='mmpretrain', arch=arch, img_size=tuple(size),
-                                   patch_size=16, out_type='featmap', peft=MODES[mode],
+                                   patch_size=16, out_type='featmap', peft=peft,
                                    recompute=recompute)
     else:
-        bb = PEFTSwinTransformer(arch=arch, peft=MODES[mode], with_cp=with_cp,
+        bb = PEFTSwinTransformer(arch=arch, peft=peft, with_cp=with_cp,
                                  recompute=recompute)
-    if mode.startswith('mona_mimi'):  # global MiMi selection on the (random-init) weights
+    if mode.startswith('mona-mimi'):  # global MiMi selection on the (random-init) weights
         adapters = dict(iter_adapters(bb))
         scores = {n: neuron_scores(a, 'mimi') for n, a in adapters.items()}
         total = sum(a.hidden_dims for a in adapters.values())
@@ -266,38 +271,79 @@ def table(results: Dict[str, Dict[str, float]], dtypes: List[str], device: str) 
     return '\n'.join(rows)
 
 
+def mode_name(name: str) -> str:
+    """The mode a command-line name means: a mode, a method's registered type
+    (``NormTuning``), or the underscore spelling of earlier results (``mona_lowmem``).
+
+    Args:
+        name: As typed.
+    """
+    folded = name.lower().replace('_', '-')
+    if folded in MODES:
+        return folded
+    try:  # any method by slug or type, e.g. partial-2 or a registered third-party method
+        return method_slug(name)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f'unknown mode {name!r}; modes: {", ".join(MODES)}')
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description='Measure the train-step time, peak memory and inference latency of PEFT '
+        'modes on a Swin or ViT backbone, with ratios to full fine-tuning and plain inference '
+        'from the same run.')
     parser.add_argument('--arch', default='base',
-                        help='tiny/small/base/large, or embed_dims,d1,d2,d3,d4,h1,h2,h3,h4')
+                        help='Backbone arch: a name of the family (Swin: tiny, small, base, '
+                        'large; ViT: one of mmpretrain\'s archs, e.g. b) or its numbers '
+                        '(Swin: embed_dims,d1,d2,d3,d4,h1,h2,h3,h4; ViT: '
+                        'embed_dims,layers,heads,ffn) (default: %(default)s).')
     parser.add_argument('--backbone', default='swin', choices=['swin', 'vit'],
-                        help="backbone family: 'swin' (mmdet's Swin; --arch tiny/small/base/"
-                        "large or embed,d1,d2,d3,d4,h1,h2,h3,h4) or 'vit' (mmpretrain's ViT, "
-                        'patch 16; --arch one of its archs, e.g. b, or embed,layers,heads,ffn)')
-    parser.add_argument('--config', help='take the arch from this config instead')
-    parser.add_argument('--size', nargs=2, type=int, default=[800, 1216])
-    parser.add_argument('--batch', type=int, default=2)
-    parser.add_argument('--dtype', nargs='+', default=['fp32'], choices=['fp32', 'bf16'])
-    parser.add_argument('--modes', nargs='+', default=['full', 'fixed', 'mona_reference', 'mona',
-                                                       'mona_mimi'], choices=sorted(MODES))
+                        help="Backbone family: 'swin' (mmdet's Swin) or 'vit' (mmpretrain's "
+                        'ViT, patch 16) (default: %(default)s).')
+    parser.add_argument('--config', help='Take the arch from this config\'s backbone instead '
+                        'of --arch.')
+    parser.add_argument('--size', nargs=2, type=int, default=[800, 1216], metavar=('H', 'W'),
+                        help='Input height and width (default: 800 1216).')
+    parser.add_argument('--batch', type=int, default=2,
+                        help='Images per step (default: %(default)s).')
+    parser.add_argument('--dtype', nargs='+', default=['fp32'], choices=['fp32', 'bf16'],
+                        help='Precisions to measure: fp32, and/or bf16 under autocast '
+                        '(default: fp32).')
+    parser.add_argument('--modes', nargs='+', type=mode_name, metavar='MODE',
+                        default=['full', 'fixed', 'mona-reference', 'mona', 'mona-mimi'],
+                        help=f'Modes to measure, in this order: {", ".join(MODES)}, or any '
+                        'method slug (e.g. partial-2); a method\'s registered type (e.g. '
+                        'NormTuning) is read as its slug '
+                        '(default: full fixed mona-reference mona mona-mimi).')
     parser.add_argument('--mimi-ratio', type=float, default=4.0,
-                        help='mona_mimi keeps 1/ratio of the adapter neurons')
-    parser.add_argument('--iters', type=int, default=10)
+                        help='The mona-mimi modes keep 1/ratio of the adapter neurons '
+                        '(default: %(default)s).')
+    parser.add_argument('--iters', type=int, default=10,
+                        help='Timed steps per mode and dtype; the median is reported '
+                        '(default: %(default)s).')
     parser.add_argument('--repeat', type=int, default=1,
-                        help='run the whole mode list this many times, round-robin, and keep '
-                        'the fastest median of each mode (damps interference on shared '
-                        'machines)')
-    parser.add_argument('--warmup', type=int, default=3)
+                        help='Run the whole mode list this many times, round-robin, and keep '
+                        'the fastest median of each mode, which damps interference on shared '
+                        'machines (default: %(default)s).')
+    parser.add_argument('--warmup', type=int, default=3,
+                        help='Untimed steps before the timed ones (default: %(default)s).')
     parser.add_argument('--with-cp', action='store_true',
-                        help='activation checkpointing of the blocks')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--json', help='write all numbers here')
+                        help='Checkpoint the activations of whole blocks (Swin only).')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                        help='Device to measure on (default: cuda when available, else cpu).')
+    parser.add_argument('--json', help='Write every number, the command, the device and the '
+                        'versions to this JSON file.')
     parser.add_argument('--profile', action='store_true',
-                        help='also print a torch.profiler table (top ops) of one train step '
-                        'per mode: where the time and memory go')
+                        help='Also print a torch.profiler table (top ops) of one train step '
+                        'per mode, to show where the time and memory go.')
     parser.add_argument('--count-memory', action='store_true',
-                        help='count the memory a train step holds (weights, gradients, AdamW '
-                        'state, saved activations) instead of timing; device-independent')
+                        help='Count the memory a train step holds (weights, gradients, AdamW '
+                        'state, saved activations) instead of timing; the count is '
+                        'device-independent.')
+    parser.add_argument('--from-json', metavar='JSON',
+                        help='Print the header and table of a file written by --json again, '
+                        'with mode names in the current spelling, and measure nothing.')
     parser.add_argument('--single-mode', help=argparse.SUPPRESS)
     parser.add_argument('--memory-mode', help=argparse.SUPPRESS)
     parser.add_argument('--memory-dtypes', nargs='+', help=argparse.SUPPRESS)
@@ -334,9 +380,49 @@ def _measure_mode(mode: str, argv: List[str], args, repeat: bool) -> Dict[str, f
     return run_isolated(mode, argv, args.dtype)
 
 
+def header(info: dict) -> str:
+    """The line above a table: device, versions, arch, input size and what was measured.
+
+    Args:
+        info: The ``info`` part of a ``--json`` file.
+    """
+    size = info['size']
+    what = 'memory counted' if str(info.get('memory', '')).startswith('counted') else \
+        f"median of {info['iters']}" + (f", fastest of {info['repeat']} runs"
+                                        if info.get('repeat', 1) > 1 else '')
+    return (f"device: {info['device']} | torch {info['torch']} | mmcv {info['mmcv']} | "
+            f"mmdet {info['mmdet']} | {info.get('backbone', 'swin')} {info['arch']} | "
+            f"{info['batch']}x3x{size[0]}x{size[1]} | {what}")
+
+
+def render(path: str) -> str:
+    """The header and table of a ``--json`` file, as the measuring run printed them (modes
+    written in an earlier spelling, e.g. ``mona_lowmem``, are printed as today's modes).
+
+    Args:
+        path: A file written by ``--json``.
+    """
+    with open(path) as f:
+        data = json.load(f)
+    info = data['info']
+    results = {}
+    for mode, r in data['results'].items():
+        try:
+            results[mode_name(mode)] = r
+        except argparse.ArgumentTypeError:  # a mode of another version: as written
+            results[mode] = r
+    counted = any('saved_mb_' in k for r in results.values() for k in r)
+    return header(info) + '\n\n' + (
+        memory_table(results, info['dtypes']) if counted else
+        table(results, info['dtypes'], info['device']))
+
+
 def main() -> None:
     argv = [a for a in sys.argv[1:]]
     args = parse_args(argv)
+    if args.from_json:
+        print(render(args.from_json))
+        return
     if args.single_mode:
         fn = count_memory if args.count_memory else measure
         print(json.dumps(fn(args.single_mode, args)))
@@ -369,11 +455,9 @@ def main() -> None:
                 size=args.size, batch=args.batch, dtypes=args.dtype, iters=args.iters,
                 warmup=args.warmup, repeat=args.repeat, with_cp=args.with_cp,
                 command=' '.join(sys.argv))
-    print(f"device: {info['device']} | torch {info['torch']} | mmcv {info['mmcv']} | "
-          f"mmdet {info['mmdet']} | arch {args.arch_cfg} | "
-          f"{args.batch}x3x{args.size[0]}x{args.size[1]} | " +
-          ('memory counted' if args.count_memory else f'median of {args.iters}' +
-           (f', fastest of {args.repeat} runs' if args.repeat > 1 else '')))
+    # as the JSON holds it (tuples become lists): --from-json prints the same header
+    info = json.loads(json.dumps(info))
+    print(header(info) + '\n')
     print(memory_table(results, args.dtype) if args.count_memory else
           table(results, args.dtype, args.device))
     if args.json:

@@ -1,6 +1,10 @@
 """Print trainable backbone parameters of PEFT backbones for given archs and methods.
 
-Example: python tools/analysis_tools/count_trainable.py --arch swin-base swin-large vit-base --peft Mona
+Example: python tools/analysis_tools/count_trainable.py --arch swin-base swin-large vit-base \
+             --peft mona lora norm-tuning
+
+A method is named by its slug (the name of its config folder: ``norm-tuning``, ``partial-1``...)
+or its registered type (``NormTuning``, ``Partial``); the table prints the slug.
 
 An arch is ``<family>-<arch>``: ``swin-{tiny,small,base,large}``, ``vit-<mmpretrain ViT
 arch>`` (``vit-base`` is ViT-B/16, ``vit-dinov2-base``...), ``convnext-<arch>``; a bare Swin
@@ -8,18 +12,26 @@ arch (``base``) means ``swin-base``.
 """
 import argparse
 
+import torch
+
 import mona_mm  # noqa: F401
 from mona_mm.models import (SWIN_ARCHS, PEFTBackbone, PEFTSwinTransformer,
                             PEFTVisionTransformer, iter_adapters)
+from mona_mm.models.peft.names import method_slug, peft_config
 from mona_mm.utils import count_trainable
 
 
-def build(arch: str, peft: str):
-    """The PEFT backbone for ``arch`` (see the module docstring) and method ``peft``."""
+def build(arch: str, peft: str) -> torch.nn.Module:
+    """The PEFT backbone for ``arch`` (see the module docstring) and method ``peft``.
+
+    Args:
+        arch: ``<family>-<arch>``, e.g. ``swin-base``.
+        peft: A method slug or registered type, e.g. ``norm-tuning`` or ``NormTuning``.
+    """
     family, _, name = arch.partition('-')
     if not name and family in SWIN_ARCHS:
         family, name = 'swin', family
-    cfg = dict(type=peft)
+    cfg = peft_config(peft)
     if family == 'swin':
         return PEFTSwinTransformer(arch=name, peft=cfg)
     if family == 'vit':
@@ -29,23 +41,37 @@ def build(arch: str, peft: str):
     raise SystemExit(f'unknown arch {arch!r}: use swin-<arch>, vit-<arch> or convnext-<arch>')
 
 
+def _method(name: str) -> str:
+    try:
+        return method_slug(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description='Print the trainable backbone parameters of PEFT backbones for the given '
+        'archs and methods, as a markdown table.')
     parser.add_argument('--arch', nargs='+', default=['swin-base', 'swin-large', 'vit-base'],
-                        help='backbones: swin-<arch>, vit-<arch>, convnext-<arch>')
-    parser.add_argument('--peft', nargs='+', default=['Mona'],
-                        help='PEFT method types (registered in mona_mm PEFT_METHODS)')
+                        help='Backbones: swin-<arch>, vit-<mmpretrain ViT arch> or '
+                        'convnext-<arch>, e.g. swin-base vit-dinov2-base; a bare Swin arch '
+                        'means swin-<arch> (default: swin-base swin-large vit-base).')
+    parser.add_argument('--peft', nargs='+', type=_method, default=['mona'], metavar='METHOD',
+                        help='PEFT methods, each by its slug (full, fixed, bitfit, '
+                        'norm-tuning, partial-1, adapter, lora, adaptformer, lorand, mona) or '
+                        'its registered type, e.g. NormTuning (default: mona).')
     args = parser.parse_args()
-    print(f"| {'arch':12s} | {'method':8s} | {'adapters':>8s} | {'trainable':>12s} | "
+    width = max(8, *(len(p) for p in args.peft))
+    print(f"| {'arch':12s} | {'method':{width}s} | {'adapters':>8s} | {'trainable':>12s} | "
           f"{'backbone':>12s} | {'%':>6s} |")
-    print('|' + '|'.join('-' * w for w in (14, 10, 10, 14, 14, 8)) + '|')
+    print('|' + '|'.join('-' * w for w in (14, width + 2, 10, 14, 14, 8)) + '|')
     for arch in args.arch:
         for peft in args.peft:
             bb = build(arch, peft)
             c = count_trainable(bb)
             n_ad = len(list(iter_adapters(bb)))
             pct = 100.0 * c['backbone_trainable'] / c['backbone_total']
-            print(f"| {arch:12s} | {peft:8s} | {n_ad:8d} | {c['backbone_trainable']:12,d} | "
+            print(f"| {arch:12s} | {peft:{width}s} | {n_ad:8d} | {c['backbone_trainable']:12,d} | "
                   f"{c['backbone_total']:12,d} | {pct:6.2f} |")
 
 

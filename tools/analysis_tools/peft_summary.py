@@ -100,12 +100,23 @@ def _fmt_flops(g: Optional[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('configs', nargs='+')
-    parser.add_argument('--checkpoint', nargs='+', default=[])
-    parser.add_argument('--shape', nargs=2, type=int, help='H W for the FLOPs count')
-    parser.add_argument('--no-flops', action='store_true')
-    parser.add_argument('--markdown', action='store_true')
+    parser = argparse.ArgumentParser(
+        description='Summarise PEFT configs: method, trainable parameters, adapter-only '
+        'checkpoint size and GFLOPs, one row per config.')
+    parser.add_argument('configs', nargs='+', metavar='CONFIG',
+                        help='Config files to summarise; the same file may be given twice, '
+                        'e.g. with two checkpoints.')
+    parser.add_argument('--checkpoint', nargs='+', default=[], metavar='CKPT',
+                        help='Load a checkpoint before counting, one for every config or one '
+                        'for all (e.g. a MiMi-pruned one, whose adapters are smaller than the '
+                        'config says).')
+    parser.add_argument('--shape', nargs=2, type=int, metavar=('H', 'W'),
+                        help='Input height and width of the FLOPs count (default: the size the '
+                        'config tests at).')
+    parser.add_argument('--no-flops', action='store_true',
+                        help='Skip the FLOPs count, which is the slow part.')
+    parser.add_argument('--markdown', action='store_true',
+                        help='Print a markdown table instead of aligned columns.')
     args = parser.parse_args()
     if args.checkpoint and len(args.checkpoint) not in (1, len(args.configs)):
         parser.error('give one --checkpoint, or one per config')

@@ -20,12 +20,17 @@ from mona_mm.utils import (HASH_KEY, build_model_from_cfg, make_adapter_checkpoi
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
-    parser.add_argument('checkpoint')
-    parser.add_argument('out')
+    parser = argparse.ArgumentParser(
+        description='Export the trained part of a (MiMi-pruned or not) checkpoint as a compact '
+        'adapter-only checkpoint that records its adapter structure and the pretrained '
+        'backbone it applies to.')
+    parser.add_argument('config', help='The config the checkpoint was trained with.')
+    parser.add_argument('checkpoint',
+                        help='The full checkpoint to export from (MiMi-pruned or not).')
+    parser.add_argument('out', help='The adapter-only checkpoint file to write.')
     parser.add_argument('--base-checkpoint',
-                        help='pretrained backbone to record (default: the config init_cfg)')
+                        help='Pretrained backbone checkpoint to record in the file (default: '
+                        'the one of the config\'s model.backbone.init_cfg).')
     args = parser.parse_args()
     cfg = Config.fromfile(args.config)
     base = args.base_checkpoint or cfg.model.backbone.get('init_cfg', {}).get('checkpoint')

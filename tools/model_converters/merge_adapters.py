@@ -13,11 +13,18 @@ from mona_mm.utils import (HASH_KEY, build_model_from_cfg, load_adapter_checkpoi
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
-    parser.add_argument('adapter_checkpoint')
-    parser.add_argument('out')
-    parser.add_argument('--base-checkpoint')
+    parser = argparse.ArgumentParser(
+        description='Merge an adapter-only checkpoint with its pretrained backbone into a plain '
+        'full checkpoint.')
+    parser.add_argument('config', help='The config the adapters were trained with.')
+    parser.add_argument('adapter_checkpoint',
+                        help='The adapter-only checkpoint (saved by a run with '
+                        'mona_mm.AdapterCheckpointHook, or by export_adapters.py).')
+    parser.add_argument('out', help='The full checkpoint file to write.')
+    parser.add_argument('--base-checkpoint',
+                        help='Pretrained backbone checkpoint to start from (default: the one '
+                        'the adapter checkpoint records, else the config\'s '
+                        'model.backbone.init_cfg).')
     args = parser.parse_args()
     cfg = Config.fromfile(args.config)
     model = build_model_from_cfg(cfg)

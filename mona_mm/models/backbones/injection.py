@@ -111,6 +111,12 @@ def _describe(cfg: dict) -> str:
     return f"{cfg.get('type')}({args})"
 
 
+#: How to put an adapter-only checkpoint on a pretrained backbone (for error messages).
+_WITH_BASE = ('with its pretrained backbone given: `tools/test.py CONFIG CKPT --base-checkpoint '
+              'PRETRAINED`, `tools/infer.py IMAGES CONFIG CKPT --base-checkpoint PRETRAINED`, '
+              'mona_mm.apis.init_model(CONFIG, CKPT, base_checkpoint=PRETRAINED) or '
+              'mona_mm.utils.load_adapter_checkpoint(model, CKPT, base_checkpoint=PRETRAINED)')
+
 #: Key of the backbone's record in its state-dict metadata (``state_dict._metadata``).
 RECORD_KEY = 'mona_mm'
 
@@ -407,15 +413,13 @@ class PEFTBackboneMixin:
         if not base or not base.get('checkpoint'):
             raise ValueError(
                 'this is an adapter-only checkpoint that records no pretrained backbone; '
-                'load it with `tools/test.py CONFIG CKPT --base-checkpoint PRETRAINED` or '
-                'mona_mm.utils.load_adapter_checkpoint(model, CKPT, base_checkpoint=...)')
+                f'load it {_WITH_BASE}')
         from mona_mm.utils.checkpoint_io import load_checkpoint_file
         path = base['checkpoint']
         if '://' not in str(path) and not osp.exists(path):
             raise FileNotFoundError(
                 f'adapter-only checkpoint: its pretrained backbone {path} is not there. Put '
-                'the file there, or pass it: `tools/test.py CONFIG CKPT --base-checkpoint '
-                'PATH`, mona_mm.utils.load_adapter_checkpoint(model, CKPT, base_checkpoint=PATH)')
+                f'the file there, or load it {_WITH_BASE}')
         sd = extract_state_dict(load_checkpoint_file(path), base.get('prefix'), source=path)
         if self.peft_spec.convert is not None:
             sd, _ = self.peft_spec.convert(sd, self)
@@ -477,9 +481,7 @@ class PEFTBackboneMixin:
                 raise ValueError(
                     f'{type(self).__name__}: the state dict holds only adapter tensors (an '
                     'adapter-only checkpoint) and this backbone has no pretrained weights '
-                    'loaded; load it with `tools/test.py CONFIG CKPT --base-checkpoint '
-                    'PRETRAINED` or mona_mm.utils.load_adapter_checkpoint(model, CKPT, '
-                    'base_checkpoint=...), or init the backbone from its pretrained '
+                    f'loaded; load it {_WITH_BASE}, or init the backbone from its pretrained '
                     'checkpoint first')
             return  # adapters onto the loaded pretrained backbone, or another module's keys
         for k in [k for k in state_dict if k.startswith(prefix)]:

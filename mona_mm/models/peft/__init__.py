@@ -7,6 +7,7 @@ from .fixed import FixedBackbone
 from .full import FullFineTuning
 from .lora import LoRAMethod, LoRAMultiheadAttention, LoRAQKV, merge_lora
 from .lorand import LoRandAdapter, LoRandMethod, LoRandProjection
+from .names import METHOD_SLUGS, method_slug, peft_config, peft_slug
 from .mona import (Mona, MonaDeploy, MonaMethod, MonaOp, MonaReference,
                    MonaReferenceMethod)
 from .norm_tuning import NormTuning
@@ -20,5 +21,6 @@ __all__ = [
     'merge_lora', 'LoRandAdapter',
     'LoRandMethod', 'LoRandProjection', 'Mona', 'MonaDeploy', 'MonaMethod', 'MonaOp',
     'MonaReference', 'MonaReferenceMethod', 'NormTuning',
-    'PartialTuning', 'DEPLOY_META_KEY', 'reparameterize'
+    'PartialTuning', 'DEPLOY_META_KEY', 'reparameterize', 'METHOD_SLUGS', 'method_slug',
+    'peft_config', 'peft_slug'
 ]
