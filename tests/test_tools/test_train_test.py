@@ -24,6 +24,20 @@ def _train(cfg, ws, work_dir, extra=(), resume=False, extra_args=()):
     return run_tool(args + ['--cfg-options', *SMALL, *extra], cwd=ws)
 
 
+
+#: One short epoch of the shapes classifier with 4 images per rank.
+ONE_SHORT_EPOCH = ('--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+                   'param_scheduler.0.end=2', 'train_dataloader.batch_size=4',
+                   'default_hooks.logger.interval=1')
+
+
+def _check_two_rank_epoch(out: str, wd) -> None:
+    assert 'Distributed training: True' in out
+    # 32 images / (2 ranks x 4) = 4 iterations per epoch (one process would need 8)
+    assert re.search(r'Epoch\(train\)\s+\[1\]\[4/4\]', out), out[-3000:]
+    assert (wd / 'epoch_1.pth').exists()
+
+
 def test_cascade_mask_rcnn_coco_train_resume_test(shapes_workspace):
     cfg = osp.join(CFG, 'cascade-mask-rcnn_swin-nano-mona_fpn_1xb4-4e_shapes.py')
     wd = shapes_workspace / 'work_dirs' / 'cascade'
@@ -120,14 +134,8 @@ def test_distributed_two_cpu_processes(shapes_workspace):
     wd = shapes_workspace / 'work_dirs' / 'dist'
     env = dict(PATH=osp.dirname(PY) + os.pathsep + os.environ['PATH'], PORT='29517')
     out = run_tool(['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), cfg, '2', '--work-dir',
-                    str(wd), '--cfg-options', 'train_cfg.max_epochs=1',
-                    'train_cfg.val_interval=1', 'param_scheduler.0.end=2',
-                    'train_dataloader.batch_size=4', 'default_hooks.logger.interval=1'],
-                   cwd=shapes_workspace, env=env)
-    assert 'Distributed training: True' in out
-    # 32 images / (2 ranks x 4) = 4 iterations per epoch (one process would need 8)
-    assert re.search(r'Epoch\(train\)\s+\[1\]\[4/4\]', out), out[-3000:]
-    assert (wd / 'epoch_1.pth').exists()
+                    str(wd), *ONE_SHORT_EPOCH], cwd=shapes_workspace, env=env)
+    _check_two_rank_epoch(out, wd)
 
 
 # srun stand-in: record the command line, run --ntasks copies of the command with the
@@ -169,14 +177,8 @@ def test_slurm_scripts_two_cpu_processes(shapes_workspace, tmp_path):
     cfg = osp.join(CFG, 'swin-nano-mona_1xb32-10e_shapes-cls.py')
     wd = shapes_workspace / 'work_dirs' / 'slurm'
     out = run_tool(['bash', osp.join(ROOT, 'tools', 'slurm_train.sh'), 'debug', 'mona', cfg,
-                    str(wd), '--cfg-options', 'train_cfg.max_epochs=1',
-                    'train_cfg.val_interval=1', 'param_scheduler.0.end=2',
-                    'train_dataloader.batch_size=4', 'default_hooks.logger.interval=1'],
-                   cwd=shapes_workspace, env=env)
-    assert 'Distributed training: True' in out
-    # 32 images / (2 ranks x 4) = 4 iterations per epoch
-    assert re.search(r'Epoch\(train\)\s+\[1\]\[4/4\]', out), out[-3000:]
-    assert (wd / 'epoch_1.pth').exists()
+                    str(wd), *ONE_SHORT_EPOCH], cwd=shapes_workspace, env=env)
+    _check_two_rank_epoch(out, wd)
     out = run_tool(['bash', osp.join(ROOT, 'tools', 'slurm_test.sh'), 'debug', 'mona', cfg,
                     str(wd / 'epoch_1.pth'), '--work-dir', str(wd / 'test')],
                    cwd=shapes_workspace, env=env)
