@@ -407,7 +407,7 @@ def test_classification_weight_decay_is_the_authors(peft):
     model.head = nn.Linear(256, 102)
     optim_cfg = dict(cfg.optim_wrapper, type='OptimWrapper')  # no AMP on the CPU
     groups = build_optim_wrapper(model, optim_cfg).optimizer.param_groups
-    decay = {id(g['params'][0]): g['weight_decay'] for g in groups}
+    decay = {id(p): g['weight_decay'] for g in groups for p in g['params']}
     modules = dict(model.named_modules())
     checked = set()
     for name, p in model.named_parameters():
