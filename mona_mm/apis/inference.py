@@ -23,10 +23,10 @@ from mmengine.registry import DATASETS, DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
 from mona_mm.models.backbones.injection import checkpoint_records
-from mona_mm.models.peft.reparameterize import DEPLOY_META_KEY, reparameterize
-from mona_mm.pruning import apply_structure, checkpoint_structure, get_structure
+from mona_mm.models.peft.reparameterize import DEPLOY_META_KEY
+from mona_mm.pruning import apply_checkpoint_structure, get_structure
 from mona_mm.utils import build_model_from_cfg, load_adapter_checkpoint, load_checkpoint_file
-from mona_mm.utils.adapter_checkpoint import FORMAT as ADAPTER_FORMAT
+from mona_mm.utils.adapter_checkpoint import _is_adapter
 
 #: Codebases whose inferencer :func:`build_inferencer` picks from a config's default scope.
 CODEBASES = ('mmdet', 'mmseg', 'mmpretrain')
@@ -61,7 +61,7 @@ def _checkpoint_kind(model: nn.Module, checkpoint: dict, fresh: Dict[str, int]) 
             (:func:`~mona_mm.pruning.get_structure` before loading).
     """
     meta = checkpoint.get('meta') or {}
-    kinds = ['adapter-only' if _is_adapter_only(checkpoint) else 'full']
+    kinds = ['adapter-only' if _is_adapter(checkpoint) else 'full']
     now = get_structure(model)
     if any(now.get(name, width) < width for name, width in fresh.items()):
         kinds.append('MiMi-pruned')
@@ -69,11 +69,6 @@ def _checkpoint_kind(model: nn.Module, checkpoint: dict, fresh: Dict[str, int]) 
     if meta.get(DEPLOY_META_KEY) or any(r.get('deploy') for r in records.values()):
         kinds.append('re-parameterised')
     return ', '.join(kinds)
-
-
-def _is_adapter_only(checkpoint: dict) -> bool:
-    return ((checkpoint.get('meta') or {}).get('mona_mm') or {}).get('format') == \
-        ADAPTER_FORMAT
 
 
 def _config_metainfo(cfg: Config) -> dict:
@@ -157,8 +152,9 @@ def init_model(config: Union[str, Path, Config],
         if not isinstance(ckpt, dict):
             raise TypeError(f'{checkpoint} holds a {type(ckpt).__name__}, not a checkpoint dict')
         fresh = get_structure(model)
-        _apply_checkpoint_form(model, ckpt)
-        if _is_adapter_only(ckpt):
+        # pruned widths, deploy form: from meta too (covers a checkpoint whose records were lost)
+        apply_checkpoint_structure(model, ckpt)
+        if _is_adapter(ckpt):
             load_adapter_checkpoint(model, checkpoint, base_checkpoint)
         else:
             if base_checkpoint:
@@ -173,17 +169,6 @@ def init_model(config: Union[str, Path, Config],
     if str(device) == 'cpu':  # SyncBN (heads of the paper configs) cannot run on CPU
         model = revert_sync_batchnorm(model)
     return model.to(device).eval()
-
-
-def _apply_checkpoint_form(model: nn.Module, checkpoint: dict) -> None:
-    """Give a fresh model the form the checkpoint's weights have: MiMi-pruned adapter widths
-    and the deploy form, from its ``meta`` (the backbone records in its state dict say the
-    same and apply it on load too; this also covers a checkpoint whose records were lost)."""
-    structure = checkpoint_structure(checkpoint)
-    if structure:
-        apply_structure(model, structure)
-    if (checkpoint.get('meta') or {}).get(DEPLOY_META_KEY):
-        reparameterize(model)
 
 
 def _prebuilt(upstream: type, model: nn.Module) -> type:

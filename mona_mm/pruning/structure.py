@@ -8,7 +8,7 @@ base.BiasAdapter` (width 0) where an output bias remains (Mona, Adapter, AdaptFo
 so its structure (width of every adapter, 0 for vanished ones) can be saved and replayed on a
 freshly built model.
 """
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -169,20 +169,20 @@ def checkpoint_structure(checkpoint: dict) -> Optional[Dict[str, int]]:
     return record['structure'] if record else None
 
 
-def apply_checkpoint_structure(model: nn.Module, path: str) -> bool:
-    """Give ``model`` the form checkpoint ``path`` was saved in, before its weights load:
+def apply_checkpoint_structure(model: nn.Module, checkpoint: Union[str, dict]) -> bool:
+    """Give ``model`` the form a checkpoint was saved in, before its weights load:
     the MiMi-pruned adapter widths, and the re-parameterised (deploy) adapters.
 
     Args:
         model: Freshly built model (wrapped or not).
-        path: Checkpoint file.
+        checkpoint: Checkpoint file, or the checkpoint dict already loaded.
 
     Returns:
         Whether the model was changed.
     """
     from mona_mm.models.peft.reparameterize import DEPLOY_META_KEY, reparameterize
     from mona_mm.utils.checkpoint_io import load_checkpoint_file
-    ckpt = load_checkpoint_file(path)
+    ckpt = load_checkpoint_file(checkpoint) if isinstance(checkpoint, str) else checkpoint
     structure = checkpoint_structure(ckpt)
     if structure is not None:
         apply_structure(model, structure)
