@@ -16,7 +16,24 @@ def shapes_workspace(tmp_path_factory):
     ws = tmp_path_factory.mktemp('ws')
     generate_shapes(str(ws / 'data' / 'shapes'), num_train=8, num_val=4, num_cls_per_class=8,
                     seed=1)
+    write_demo_pretrained(ws)
     return ws
+
+
+def write_demo_pretrained(ws) -> None:
+    """The pretrained backbones the demo's adapter configs read, where the demo writes them
+    (work_dirs/demo/pretrain{,_vit}/epoch_20.pth, relative to the working directory): Full
+    models of the two pretraining configs, randomly initialised."""
+    import torch
+    from mmengine.config import Config
+    from mona_mm.utils import build_model_from_cfg, save_checkpoint_file
+    for config, folder in (('swin-nano_1xb32-20e_shapes-cls.py', 'pretrain'),
+                           ('vit-nano_1xb32-20e_shapes-cls.py', 'pretrain_vit')):
+        torch.manual_seed(0)
+        model = build_model_from_cfg(Config.fromfile(osp.join(ROOT, 'configs', 'demo', config)))
+        path = ws / 'work_dirs' / 'demo' / folder / 'epoch_20.pth'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint_file({'state_dict': model.state_dict(), 'meta': {}}, str(path))
 
 
 def run_tool(args, cwd, timeout=900, env=None):

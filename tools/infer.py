@@ -3,7 +3,9 @@ visualizer of the config's codebase (mmdet, mmseg or mmpretrain).
 
 Every checkpoint kind mona_mm writes works: a runner checkpoint (``epoch_N.pth``), an
 adapter-only checkpoint with its pretrained backbone, a MiMi-pruned checkpoint and a
-re-parameterised (deploy) checkpoint.
+re-parameterised (deploy) checkpoint. A checkpoint that does not fit the config (it matches
+no tensor of the model, or leaves a head or the config's adapters untrained) is refused with
+the tensors named, rather than drawn with random weights.
 
 Example:
     python tools/infer.py demo.jpg CONFIG epoch_12.pth --out-dir outputs
@@ -34,6 +36,10 @@ def parse_args() -> argparse.Namespace:
                         help='Pretrained backbone for an adapter-only checkpoint; by default '
                         'the one the checkpoint records, else the backbone init_cfg of the '
                         'config.')
+    parser.add_argument('--force-base', action='store_true',
+                        help='Compose an adapter-only checkpoint with --base-checkpoint even '
+                        'when its tensors differ from the base the checkpoint records (the '
+                        'model is then not the trained one).')
     parser.add_argument('--out-dir', default='outputs', metavar='DIR',
                         help='Folder to write the visualisations to, in its vis/ subfolder '
                         '(default: outputs).')
@@ -90,6 +96,7 @@ def main() -> None:
     args = parse_args()
     images = list_images(args.images)
     model = init_model(args.config, args.checkpoint, base_checkpoint=args.base_checkpoint,
+                       force_base=args.force_base,
                        device=args.device, cfg_options=args.cfg_options)
     print(f'{args.checkpoint}: {model.checkpoint_kind} checkpoint, {len(images)} image(s)')
     result = inference_model(model, images, out_dir=args.out_dir, show=args.show,

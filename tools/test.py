@@ -10,7 +10,7 @@ from mmengine.runner import Runner
 import mona_mm  # noqa: F401  (registers our modules and the checkpoint allow-list)
 from mona_mm.datasets.checks import check_dataset_annotations
 from mona_mm.pruning import apply_checkpoint_structure
-from mona_mm.utils import (is_adapter_checkpoint, load_adapter_checkpoint,
+from mona_mm.utils import (checkpoint_must_fit, is_adapter_checkpoint, load_adapter_checkpoint,
                            prepare_cpu_distributed)
 
 CFG_OPTIONS_HELP = (
@@ -39,6 +39,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--base-checkpoint', metavar='PRETRAINED',
                         help='Pretrained backbone for an adapter-only checkpoint (default: the '
                         'one it records, else model.backbone.init_cfg).')
+    parser.add_argument('--force-base', action='store_true',
+                        help='Compose an adapter-only checkpoint with --base-checkpoint even '
+                        'when its tensors differ from the base the checkpoint records (the '
+                        'model is then not the trained one).')
     parser.add_argument('--work-dir', metavar='DIR',
                         help='Directory for logs and metrics (default: the config\'s '
                         'work_dir, else ./work_dirs/<config name>).')
@@ -175,11 +179,16 @@ def main() -> None:
     # a MiMi-pruned checkpoint: rebuild its adapter shapes before its weights load (the
     # model may be a TTA wrapper: the structure applies to the model inside)
     apply_checkpoint_structure(runner.model, args.checkpoint)
-    if adapter_only:  # pretrained backbone + the small trained part
-        load_adapter_checkpoint(runner.model, args.checkpoint, args.base_checkpoint)
-        runner.logger.info(f'adapter-only checkpoint {args.checkpoint} loaded onto its '
-                           'pretrained backbone')
-    runner.test()
+    # no metrics of random weights: a checkpoint that matches nothing, or leaves heads or
+    # adapters of this config untrained, is refused as soon as it has loaded (the runner
+    # loads `load_from` inside test(), after the hooks' before_run)
+    with checkpoint_must_fit(runner.model, args.checkpoint):
+        if adapter_only:  # pretrained backbone + the small trained part
+            load_adapter_checkpoint(runner.model, args.checkpoint, args.base_checkpoint,
+                                    force_base=args.force_base)
+            runner.logger.info(f'adapter-only checkpoint {args.checkpoint} loaded onto its '
+                               'pretrained backbone')
+        runner.test()
 
 
 if __name__ == '__main__':

@@ -2,10 +2,13 @@
 _base_ = ['mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py', '../_base_/models/swin-nano.py']
 data_root = 'data/shapes/VOCdevkit/'
 metainfo = dict(classes=('circle', 'square', 'triangle', 'star'))
+# the backbone of demo step 1 (swin-nano_1xb32-20e_shapes-cls.py; `make demo` writes it)
+pretrained = 'work_dirs/demo/pretrain/epoch_20.pth'
 model = dict(
     backbone=dict(
         _delete_=True, type='mona_mm.PEFTSwinTransformer', arch={{_base_.swin_nano_arch}},
-        peft=dict(type='Mona'), out_indices=(1, 2, 3), drop_path_rate=0.1),
+        peft=dict(type='Mona'), out_indices=(1, 2, 3), drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[64, 128, 256], out_channels=64, start_level=0, num_outs=5),
     bbox_head=dict(num_classes=4, in_channels=64, feat_channels=64, stacked_convs=2))
 img_scale = (128, 128)

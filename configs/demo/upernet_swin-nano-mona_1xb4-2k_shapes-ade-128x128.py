@@ -5,11 +5,14 @@ _base_ = [
 ]
 crop_size = (128, 128)
 data_preprocessor = dict(size=crop_size)
+# the backbone of demo step 1 (swin-nano_1xb32-20e_shapes-cls.py; `make demo` writes it)
+pretrained = 'work_dirs/demo/pretrain/epoch_20.pth'
 model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(
         _delete_=True, type='mona_mm.PEFTSwinTransformer', arch={{_base_.swin_nano_arch}},
-        peft=dict(type='Mona'), out_indices=(0, 1, 2, 3), drop_path_rate=0.1),
+        peft=dict(type='Mona'), out_indices=(0, 1, 2, 3), drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     # ADE-style labels (PNG 1 = background, 2..5 = shapes; reduce_zero_label shifts them to
     # 0..4): 5 classes, background included
     decode_head=dict(in_channels=[32, 64, 128, 256], channels=64, num_classes=5),

@@ -25,7 +25,8 @@ from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from mona_mm.models.backbones.injection import checkpoint_records
 from mona_mm.models.peft.reparameterize import DEPLOY_META_KEY
 from mona_mm.pruning import apply_checkpoint_structure, get_structure
-from mona_mm.utils import build_model_from_cfg, load_adapter_checkpoint, load_checkpoint_file
+from mona_mm.utils import (build_model_from_cfg, checkpoint_must_fit, load_adapter_checkpoint,
+                           load_checkpoint_file)
 from mona_mm.utils.adapter_checkpoint import _is_adapter
 
 #: Codebases whose inferencer :func:`build_inferencer` picks from a config's default scope.
@@ -112,7 +113,8 @@ def init_model(config: Union[str, Path, Config],
                checkpoint: Optional[str] = None,
                base_checkpoint: Optional[str] = None,
                device: str = 'cpu',
-               cfg_options: Optional[dict] = None) -> nn.Module:
+               cfg_options: Optional[dict] = None,
+               force_base: bool = False) -> nn.Module:
     """Build a model from a config and load any checkpoint mona_mm writes into it.
 
     The checkpoint may be a runner checkpoint, an adapter-only checkpoint (its pretrained
@@ -120,7 +122,9 @@ def init_model(config: Union[str, Path, Config],
     ``init_cfg``), a MiMi-pruned checkpoint (its adapter widths are rebuilt first) or a
     re-parameterised one from ``tools/model_converters/reparameterize.py`` (the model is
     turned into its deploy form first). Nothing else is initialised: without a checkpoint
-    the weights are random.
+    the weights are random. A checkpoint that matches no tensor of the model, or leaves a
+    tensor the config trains (heads, necks, the PEFT method's adapters) missing or of another
+    shape, is refused (:class:`~mona_mm.utils.CheckpointFitError`, naming the tensors).
 
     Args:
         config: Config file path or loaded config (not modified).
@@ -129,6 +133,8 @@ def init_model(config: Union[str, Path, Config],
             one it records. Ignored (with a warning) for a checkpoint of the whole model.
         device: Device to put the model on.
         cfg_options: Overrides of config entries, as ``--cfg-options`` gives them.
+        force_base: Compose an adapter-only checkpoint with ``base_checkpoint`` even when
+            its tensors differ from the base the checkpoint records (refused otherwise).
 
     Returns:
         The model in eval mode, with ``cfg`` (the config), ``dataset_meta`` (class names and
@@ -154,13 +160,16 @@ def init_model(config: Union[str, Path, Config],
         fresh = get_structure(model)
         # pruned widths, deploy form: from meta too (covers a checkpoint whose records were lost)
         apply_checkpoint_structure(model, ckpt)
-        if _is_adapter(ckpt):
-            load_adapter_checkpoint(model, checkpoint, base_checkpoint)
-        else:
-            if base_checkpoint:
-                logger.warning(f'base checkpoint {base_checkpoint} ignored: {checkpoint} '
-                               'holds the whole model, not only its trained part')
-            _load_checkpoint_to_model(model, ckpt, strict=False)
+        # no silent random weights: refuse a checkpoint that leaves what the config trains
+        # (heads, adapters) untrained or matches nothing
+        with checkpoint_must_fit(model, checkpoint):
+            if _is_adapter(ckpt):
+                load_adapter_checkpoint(model, checkpoint, base_checkpoint, force_base=force_base)
+            else:
+                if base_checkpoint:
+                    logger.warning(f'base checkpoint {base_checkpoint} ignored: {checkpoint} '
+                                   'holds the whole model, not only its trained part')
+                _load_checkpoint_to_model(model, ckpt, strict=False)
         kind = _checkpoint_kind(model, ckpt, fresh)
         logger.info(f'{checkpoint} ({kind} checkpoint) loaded')
     _set_dataset_meta(model, config, ckpt.get('meta') or {})

@@ -78,8 +78,19 @@ def sha256_matches(path: str, digest: Optional[str] = None) -> Optional[bool]:
     return (digest or sha256_of(path)).startswith(prefix)
 
 
+def _in_pretrained_dir(path: str) -> bool:
+    """Whether ``path`` lies in the folder ``$MONA_MM_PRETRAINED`` names (where the shipped
+    configs look), so that the variable decides where it is read from."""
+    folder = osp.abspath(pretrained_dir())
+    return osp.abspath(path).startswith(folder + os.sep)
+
+
 def missing_pretrained_message(path: str) -> str:
     """The message for a pretrained backbone file that does not exist.
+
+    A path in the ``$MONA_MM_PRETRAINED`` folder (the shipped configs) moves with the
+    variable; any other path was written into the config (e.g. an upstream config's
+    ``pretrain/...``), so the message says how to override it instead.
 
     Args:
         path: The path the config asked for.
@@ -87,11 +98,20 @@ def missing_pretrained_message(path: str) -> str:
     name = osp.basename(path)
     folder = osp.dirname(path) or '.'
     env = os.environ.get(ENV_VAR)
-    where = (f'{ENV_VAR}={env}' if env else f'{ENV_VAR} is not set, so the shipped configs '
-             f'read {DEFAULT_DIR}/')
-    msg = (f'pretrained backbone checkpoint {path} does not exist ({where}). Put the file in '
-           f'{folder}/ or point {ENV_VAR} at the folder that holds it '
-           f'(export {ENV_VAR}=/path/to/pretrained).')
+    if _in_pretrained_dir(path):
+        where = (f'{ENV_VAR}={env}' if env else f'{ENV_VAR} is not set, so the shipped '
+                 f'configs read {DEFAULT_DIR}/')
+        msg = (f'pretrained backbone checkpoint {path} does not exist ({where}). Put the file '
+               f'in {folder}/ or point {ENV_VAR} at the folder that holds it '
+               f'(export {ENV_VAR}=/path/to/pretrained).')
+    else:  # the config names this path itself: the variable cannot move it
+        msg = (f'pretrained backbone checkpoint {path} does not exist (the config names this '
+               f'path itself, so {ENV_VAR} does not change it). Put the file there, or give '
+               'its path: --cfg-options model.backbone.init_cfg.checkpoint=/path/to/'
+               f'{name} (or model.pretrained=/path/to/{name} where the config sets '
+               'model.pretrained); to train from random init instead: --cfg-options '
+               'model.backbone.init_cfg=None (and model.pretrained=None where the config '
+               'sets model.pretrained).')
     entry = PRETRAINED.get(name)
     if entry:
         msg += f' {name} is {entry["model"]}; get it from: {entry["source"]}.'

@@ -7,6 +7,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
+from mona_mm.utils.pretrained import PRETRAINED
 from tests.conftest import ROOT
 from tests.test_configs.utils import one_train_step
 
@@ -15,8 +16,21 @@ ALL = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recur
 PAPER = [p for p in ALL if '/demo/' not in p]
 
 
+#: Where the demo's pretraining configs write their backbones (`make demo` the Swin one).
+DEMO_PRETRAINED = ('work_dirs/demo/pretrain/epoch_20.pth',
+                   'work_dirs/demo/pretrain_vit/epoch_20.pth')
+
+
 def _id(p):
     return osp.relpath(p, osp.join(ROOT, 'configs'))
+
+
+def _pretrained_checkpoint(cfg):
+    """The pretrained backbone file of a config: ``init_cfg`` or ``model.pretrained``."""
+    init_cfg = cfg.model.backbone.get('init_cfg') or {}
+    if init_cfg.get('type') == 'Pretrained':
+        return init_cfg.get('checkpoint')
+    return cfg.model.backbone.get('pretrained') or cfg.model.get('pretrained')
 
 
 @pytest.mark.parametrize('path', ALL, ids=_id)
@@ -28,6 +42,12 @@ def test_config_loads(path):
     assert cfg.default_scope in ('mmdet', 'mmseg', 'mmpretrain')
     # adapters' own optimizer groups and one summary table (not per-tensor log lines)
     assert cfg.optim_wrapper.constructor == 'mona_mm.PEFTOptimWrapperConstructor'
+    # a method that trains only part of the backbone starts from a pretrained one
+    peft = cfg.model.backbone.get('peft', dict(type='Mona'))  # the PEFT backbones' default
+    if (peft if isinstance(peft, str) else (peft or {}).get('type', 'Full')) != 'Full':
+        checkpoint = _pretrained_checkpoint(cfg)
+        assert checkpoint in DEMO_PRETRAINED or osp.basename(str(checkpoint)) in PRETRAINED, \
+            f'{_id(path)}: {peft} on a backbone with no known pretrained weights ({checkpoint})'
 
 
 def test_every_method_has_every_paper_config():

@@ -6,7 +6,7 @@ import sys
 import torch
 
 from mona_mm.utils import (adapter_state_dict, is_adapter_checkpoint, load_adapter_checkpoint,
-                           trained_keys)
+                           save_checkpoint_file, trained_keys)
 from tests.conftest import NANO, ROOT
 from tests.test_engine.test_mimi_pruning_hook import ToyDetector, _runner
 
@@ -16,7 +16,7 @@ def _pretrained(tmp_path):
     from mona_mm.models import PEFTSwinTransformer
     src = PEFTSwinTransformer(arch=NANO, peft=dict(type='Full'))
     path = tmp_path / 'pretrained_swin.pth'
-    torch.save({'state_dict': src.state_dict()}, path)
+    save_checkpoint_file({'state_dict': src.state_dict()}, str(path))
     return str(path), src
 
 
@@ -95,7 +95,7 @@ def test_adapter_only_load_logs_a_summary(tmp_path):
     model.backbone.init_cfg = dict(type='Pretrained', checkpoint=path)
     model.init_weights()
     adapters = tmp_path / 'adapters.pth'
-    torch.save(make_adapter_checkpoint(model), adapters)
+    save_checkpoint_file(make_adapter_checkpoint(model), str(adapters))
     lines = []
 
     class Keep(logging.Handler):

@@ -184,6 +184,7 @@ def test_one_table_no_per_tensor_lines(tmp_path):
     optim['type'] = 'OptimWrapper'
     optim['constructor'] = CONSTRUCTOR
     model = _model(depths=DEPTHS)
+    model.backbone.peft_pretrained_source = 'test'  # no "random backbone" warning
     logger = MMLogger.get_instance('test_optim_table', log_file=str(tmp_path / 'log.txt'),
                                    log_level='INFO')
     records = []

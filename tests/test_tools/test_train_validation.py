@@ -110,7 +110,7 @@ def test_train_on_coco_file_without_images(shapes_workspace, monkeypatch, tmp_pa
                                      f'train_dataloader.dataset.ann_file={empty}'])
     assert str(err.value) == (
         f'train_dataloader.dataset.ann_file {empty} has no images (its `images` list is '
-        'empty): point ann_file (and data_root) at an annotation file with images, e.g. with '
+        'empty): point ann_file (and data_root) at a usable annotation file, e.g. with '
         '--cfg-options train_dataloader.dataset.ann_file=<file>.')
     assert not (tmp_path / 'wd').exists()
 
@@ -137,7 +137,8 @@ def test_annotation_check_walks_wrappers_and_formats(tmp_path):
     data_list = tmp_path / 'list.json'
     data_list.write_text(json.dumps(dict(metainfo={}, data_list=[])))
     good = tmp_path / 'good.json'
-    good.write_text(json.dumps(dict(images=[dict(id=1)], annotations=[])))
+    good.write_text(json.dumps(dict(images=[dict(id=1)], annotations=[],
+                                    categories=[dict(id=1, name='a')])))
     cfg = dict(
         train_dataloader=dict(dataset=dict(type='RepeatDataset', times=2, dataset=dict(
             type='CocoDataset', data_root=str(tmp_path), ann_file='coco.json'))),

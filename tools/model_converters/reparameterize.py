@@ -31,14 +31,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--base-checkpoint', metavar='PRETRAINED',
                         help='Pretrained backbone for an adapter-only checkpoint; by default '
                         'the one the checkpoint records, else the backbone init_cfg of the '
-                        'config.')
+                        'config. It must have the digest the checkpoint records for its base '
+                        '(the same weights; refused otherwise).')
+    parser.add_argument('--force-base', action='store_true',
+                        help='Compose an adapter-only checkpoint with --base-checkpoint even '
+                        'when its tensors differ from the base the checkpoint records (the '
+                        'model is then not the trained one).')
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     # any kind of checkpoint, in the model it was saved from (pruned widths, base backbone)
-    model = init_model(args.config, args.checkpoint, base_checkpoint=args.base_checkpoint)
+    model = init_model(args.config, args.checkpoint, base_checkpoint=args.base_checkpoint,
+                       force_base=args.force_base)
     structure = get_structure(model)
     done = reparameterize(model)
     # every meta field travels (dataset_meta: class names for the inferencers), but the

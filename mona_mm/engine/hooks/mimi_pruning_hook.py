@@ -1,6 +1,7 @@
 """MiMi (Marouf et al., WACV 2024) as an mmengine hook: iterative global pruning of adapter
 neurons, with the tensors really shrinking. Two schedules: ours (``'iterative'``) and the
 authors' (``'authors'``); see ``docs/mimi.md``."""
+import math
 import os.path as osp
 from typing import Dict, Optional
 
@@ -25,6 +26,35 @@ DEFAULT_MAX_STEPS = 20
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def built_optimizer(runner) -> Optional[torch.optim.Optimizer]:
+    """The runner's optimizer if it is built already (``Runner.train`` builds it before it
+    loads or resumes a checkpoint), else None (e.g. ``tools/test.py``; several optimizers:
+    an ``OptimWrapperDict``).
+
+    Args:
+        runner: The runner.
+    """
+    from mmengine.optim import OptimWrapper, OptimWrapperDict
+    wrapper = getattr(runner, 'optim_wrapper', None)
+    if isinstance(wrapper, OptimWrapper) and not isinstance(wrapper, OptimWrapperDict):
+        return wrapper.optimizer
+    return None
+
+
+def rewrap_model(runner) -> None:
+    """Wrap the runner's model again after its parameters were replaced: DDP registered
+    the old ones (a no-op without a distributed wrapper).
+
+    Args:
+        runner: The runner.
+    """
+    if is_distributed() and hasattr(runner.model, 'module'):
+        runner.model = runner.wrap_model(runner.cfg.get('model_wrapper_cfg'),
+                                         runner.model.module)
+        if dist.is_initialized():
+            dist.barrier()
 
 
 @HOOKS.register_module()
@@ -53,16 +83,16 @@ class MiMiPruningHook(Hook):
         interval: Prune every ``interval`` epochs (``by_epoch``) or iterations.
         by_epoch: Count ``interval`` in epochs. Defaults to True.
         rho: Fraction of remaining neurons removed per step. Defaults to 0.5 (the paper).
-        target_ratio: Stop once initial / current adapter parameters >= this.
+        target_ratio: Stop once initial / current adapter parameters >= this (finite, > 1).
         target_params: Stop once adapter parameters <= this.
         score: ``'mimi'`` (default), ``'mimi_unnormalized'``, ``'grad_l1'``, ``'random'``.
         selection: ``'global'`` (default) or ``'local'``.
         min_neurons: Neurons every adapter keeps; 0 lets adapters vanish. Defaults to 0.
-            ``'iterative'`` only.
+            ``'iterative'`` only; it must be below the width of the widest adapter.
         max_steps: Most pruning steps. ``'iterative'``: a safety cap, 20 if None.
             ``'authors'``: the number of prunes (their ``--range``); needed unless a target
             is given. Defaults to None.
-        seed: Seed of the ``random`` score.
+        seed: Seed of the ``random`` score, an int >= 0. Defaults to 0.
         plot: Write the kept/removed plot to the work dir after the run. Defaults to True.
         schedule: ``'iterative'`` (default) or ``'authors'``, see above.
         score_norm: ``'none'`` (default) or ``'adapter_max'``: divide each adapter's scores
@@ -92,10 +122,12 @@ class MiMiPruningHook(Hook):
                 'MiMiPruningHook needs a target: target_ratio (e.g. 4.0) or target_params'
                 + (", or max_steps (the number of prunes) with schedule='authors'"
                    if schedule == 'authors' else ''))
-        if target_ratio is not None and not (isinstance(target_ratio, (int, float))
-                                             and target_ratio > 1):
-            raise ValueError(f'MiMiPruningHook: target_ratio must be a number > 1 (initial / '
-                             f'final adapter parameters), got {target_ratio!r}')
+        if target_ratio is not None and not (
+                isinstance(target_ratio, (int, float)) and not isinstance(target_ratio, bool)
+                and math.isfinite(target_ratio) and target_ratio > 1):
+            raise ValueError(f'MiMiPruningHook: target_ratio must be a finite number > 1 '
+                             f'(initial / final adapter parameters, e.g. 4.0), got '
+                             f'{target_ratio!r}')
         if target_params is not None and not (_is_int(target_params) and target_params > 0):
             raise ValueError(f'MiMiPruningHook: target_params must be an int > 0, got '
                              f'{target_params!r}')
@@ -113,6 +145,10 @@ class MiMiPruningHook(Hook):
             if not (_is_int(value) and value >= low):
                 raise ValueError(f'MiMiPruningHook: {field} must be an int >= {low}, got '
                                  f'{value!r}')
+        # the seed is first used at the first prune, an epoch in: check it now
+        if not (_is_int(seed) and 0 <= seed < 2**63):
+            raise ValueError(f'MiMiPruningHook: seed must be an int >= 0 (seed of the '
+                             f"'random' score), got {seed!r}")
         if score_norm not in SCORE_NORMS:
             raise ValueError(f'MiMiPruningHook: score_norm must be one of {SCORE_NORMS} '
                              "('adapter_max': the authors' weighted score), got "
@@ -159,6 +195,12 @@ class MiMiPruningHook(Hook):
             raise RuntimeError('MiMiPruningHook: the model has no adapters to prune (is the '
                                'backbone a mona_mm PEFT backbone (PEFTSwinTransformer, '
                                'PEFTVisionTransformer, PEFTBackbone) with an adapter method?)')
+        widest = max(self.initial_structure.values())
+        if self.min_neurons and self.min_neurons >= widest:
+            raise ValueError(
+                f'MiMiPruningHook: min_neurons={self.min_neurons} is not below the width of '
+                f'any adapter (the widest has {widest} neurons), so nothing could be pruned; '
+                f'set min_neurons below {widest} (0 lets adapters vanish)')
         from mmengine.hooks import EMAHook
         if any(isinstance(h, EMAHook) for h in runner.hooks):
             raise RuntimeError('MiMiPruningHook cannot run beside EMAHook: the EMA copy keeps '
@@ -323,12 +365,7 @@ class MiMiPruningHook(Hook):
     def _after_structure_change(self, runner) -> None:
         if self.score == 'grad_l1':
             self._watch_grads(runner)
-        # DDP registered the old parameters: wrap the model again
-        if is_distributed() and hasattr(runner.model, 'module'):
-            runner.model = runner.wrap_model(runner.cfg.get('model_wrapper_cfg'),
-                                             runner.model.module)
-            if dist.is_initialized():
-                dist.barrier()
+        rewrap_model(runner)
 
     # ------------------------------------------------------------------ checkpoints
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -348,8 +385,9 @@ class MiMiPruningHook(Hook):
         record = checkpoint.get('meta', {}).get(META_KEY)
         if not record:
             return
-        # resume: restore progress; load_from (fine-tune a pruned model): shapes only
-        optimizer = None
+        # resume: restore progress; load_from (fine-tune a pruned model): shapes only. Both:
+        # the optimizer, built already in a training run, follows the new parameters
+        optimizer = built_optimizer(runner)
         if getattr(runner, '_resume', False):
             theirs = record.get('schedule', 'iterative')
             if theirs != self.schedule:
@@ -361,8 +399,6 @@ class MiMiPruningHook(Hook):
             self.initial_structure = record['initial_structure']
             self.initial_params = record['initial_params']
             self._resumed_grads = record.get('grads')
-            optimizer = runner.optim_wrapper.optimizer if hasattr(
-                runner.optim_wrapper, 'optimizer') else None
         apply_structure(runner.model, record['structure'], optimizer)
         self._after_structure_change(runner)
         runner.logger.info(f'MiMi: rebuilt the pruned adapter structure from the checkpoint '

@@ -10,6 +10,7 @@ points the spec names; no block forward is rewritten. With ``peft=dict(type='Ful
 is added at all.
 """
 import functools
+import hashlib
 import inspect
 import os.path as osp
 import sys
@@ -28,37 +29,62 @@ from .spec import BackboneSpec, get_spec
 
 
 def _peft_dict(cfg: Union[str, dict, None]) -> dict:
-    """The ``peft`` field as a new dict: None is ``Full``, a name is ``dict(type=name)``."""
+    """The ``peft`` field as a new dict: None is ``Full``, a name is ``dict(type=name)``, and a
+    method's slug (``'mona'``, ``'norm-tuning'``, ``'partial-2'``: the names of the README
+    and the config folders, see :mod:`mona_mm.models.peft.names`) becomes its registered
+    type (with ``num_blocks`` for ``partial-<k>``)."""
     if cfg is None:
         return dict(type='Full')
     if isinstance(cfg, str):
-        return dict(type=cfg)
-    if isinstance(cfg, dict):
-        return dict(cfg)
-    raise TypeError(f'peft must be a method name, a dict with `type` or None, got '
-                    f'{type(cfg).__name__} {cfg!r}; e.g. peft=\'Mona\' or '
-                    f"peft=dict(type='Mona', hidden_dims=64) (methods: "
-                    f'{sorted(PEFT_METHODS.module_dict)})')
+        cfg = dict(type=cfg)
+    if not isinstance(cfg, dict):
+        raise TypeError(f'peft must be a method name, a dict with `type` or None, got '
+                        f'{type(cfg).__name__} {cfg!r}; e.g. peft=\'Mona\' (or its slug '
+                        f"'mona') or peft=dict(type='Mona', hidden_dims=64) (methods: "
+                        f'{sorted(PEFT_METHODS.module_dict)})')
+    cfg = dict(cfg)
+    name = cfg.get('type')
+    if isinstance(name, str) and PEFT_METHODS.get(name) is None:
+        from ..peft.names import peft_config
+        try:
+            named = peft_config(name)
+        except ValueError:
+            return cfg  # unknown: build_peft_method names both spellings
+        clash = {k: (cfg[k], v) for k, v in named.items()
+                 if k != 'type' and k in cfg and cfg[k] != v}
+        if clash:
+            raise ValueError(f'peft={cfg!r}: the slug {name!r} means {named!r}, which '
+                             f'contradicts {sorted(clash)}; give type={named["type"]!r} '
+                             'with the arguments you want')
+        cfg.update(named)
+    return cfg
+
+
+def _known_names() -> str:
+    """Every spelling a ``peft`` type may take (for errors)."""
+    from ..peft.names import EXTRA_TYPES, METHOD_SLUGS
+    return (f'{sorted(PEFT_METHODS.module_dict)} or their slugs '
+            f'{list(METHOD_SLUGS) + ["partial-<k>"] + list(EXTRA_TYPES)}')
 
 
 def build_peft_method(cfg: Union[str, dict, BasePEFTMethod, None]) -> BasePEFTMethod:
     """Build a PEFT method from ``dict(type=..., **kwargs)`` or its bare name (``'Mona'`` is
-    ``dict(type='Mona')``), whatever the default scope.
+    ``dict(type='Mona')``), whatever the default scope. The type may also be the method's
+    slug (``'mona'``, ``'norm-tuning'``, ``'partial-2'``).
 
     Args:
-        cfg: The backbone's ``peft`` field: a registered method name, a config dict with
-            ``type``, or a built method; None means ``Full``.
+        cfg: The backbone's ``peft`` field: a registered method name or slug, a config dict
+            with ``type``, or a built method; None means ``Full``.
     """
     if isinstance(cfg, BasePEFTMethod):
         return cfg
-    known = sorted(PEFT_METHODS.module_dict)
     cfg = _peft_dict(cfg)
     name = cfg.pop('type', None)
     cls = PEFT_METHODS.get(name) if isinstance(name, str) else None
     if cls is None:
         what = 'peft has no `type`' if name is None else \
             f'{name!r} is not a registered PEFT method'
-        raise KeyError(f'{what}; known: {known}')
+        raise KeyError(f'{what}; known: {_known_names()}')
     params = inspect.signature(cls).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(cfg) - set(params))
@@ -119,6 +145,8 @@ _WITH_BASE = ('with its pretrained backbone given: `tools/test.py CONFIG CKPT --
 
 #: Key of the backbone's record in its state-dict metadata (``state_dict._metadata``).
 RECORD_KEY = 'mona_mm'
+#: Key, in a loader's copy of a record, of the base given instead of the recorded one.
+OVERRIDE_KEY = 'base_override'
 
 
 def _record_in_state_dict(module: nn.Module, state_dict: dict, prefix: str,
@@ -301,7 +329,23 @@ class PEFTBackboneMixin:
         self._apply_peft_trainability()
         # every adapter the method built (MiMi may remove some later: width 0)
         self._peft_built = [name for name, _ in iter_adapters(self)]
-        self._peft_base_loaded = False
+        #: What filled the frozen backbone tensors: the pretrained file, ``'state dict'``
+        #: (a full state dict: load_from, resume, load_state_dict), None while they are
+        #: still as built (random).
+        self.peft_pretrained_source: Optional[str] = None
+        #: The pretrained backbone the frozen tensors are from, as recorded in state dicts:
+        #: ``dict(checkpoint=path, prefix=..., sha256=digest)`` (see :func:`base_digest`);
+        #: None while unknown.
+        self.peft_base: Optional[dict] = None
+        # own keys the base supplied (None: unknown): the other frozen tensors travel in
+        # adapter-only checkpoints, as the base cannot give them back
+        self._peft_base_keys: Optional[frozenset] = None
+        # whether the method freezes backbone weights (so they must come pretrained)
+        self._peft_freezes = any(not self.peft_method.is_trainable(n, self)
+                                 for n, _ in self.named_parameters()
+                                 if not inside_adapter(n, self))
+        self._peft_random_warned = False
+        self._peft_last_loaded: Optional[List[str]] = None  # frozen keys of the last load
         self.register_state_dict_post_hook(_record_in_state_dict)
 
     def _capture_patch_grid(self, module: nn.Module, args: tuple, out) -> None:
@@ -316,8 +360,22 @@ class PEFTBackboneMixin:
 
     def train(self, mode: bool = True) -> nn.Module:
         """The upstream ``train()`` (frozen stages, norm_eval...), returning the module as
-        ``nn.Module.train`` does (mmdet's, mmseg's and mmpretrain's return None)."""
+        ``nn.Module.train`` does (mmdet's, mmseg's and mmpretrain's return None).
+
+        The first time training starts while the PEFT method freezes backbone weights that
+        nothing has loaded (see :attr:`peft_pretrained_source`), one warning says so: the
+        adapters would train on a frozen random backbone."""
         super().train(mode)
+        if mode and getattr(self, '_peft_freezes', False) and \
+                self.peft_pretrained_source is None and not self._peft_random_warned:
+            self._peft_random_warned = True
+            MMLogger.get_current_instance().warning(
+                f'{type(self).__name__} (peft={_describe(self.peft_cfg)}) starts training '
+                'with NO pretrained weights: its frozen backbone weights are random, so the '
+                'adapters train on a frozen random backbone. Set model.backbone.init_cfg='
+                "dict(type='Pretrained', checkpoint=PATH, prefix='backbone') (prefix: where "
+                "the backbone's keys sit in the file; omit it for a plain backbone file) or "
+                'load_from=PATH.')
         return self
 
     # ------------------------------------------------------------------ weights
@@ -343,13 +401,19 @@ class PEFTBackboneMixin:
     def peft_record(self) -> dict:
         """What a state dict of this backbone says about it, so any loader can tell what it
         holds: the PEFT method and settings, every adapter's width (0: removed by MiMi),
-        whether adapters are in deploy form, and the pretrained weights it started from."""
+        whether adapters are in deploy form, and the pretrained weights it started from.
+
+        The base is :attr:`peft_base` (path, prefix and the digest of the tensors that were
+        loaded) when known, else the ``init_cfg`` checkpoint (no digest: not loaded yet)."""
         from ..peft.mona import MonaDeploy
         adapters = dict(iter_adapters(self))
+        base = dict(self.peft_base) if self.peft_base and self.peft_base.get('checkpoint') \
+            else None
         init_cfg = self.init_cfg if isinstance(self.init_cfg, dict) else {}
-        base = None
-        if init_cfg.get('type') == 'Pretrained' and init_cfg.get('checkpoint'):
-            base = dict(checkpoint=str(init_cfg['checkpoint']), prefix=init_cfg.get('prefix'))
+        if base is None and init_cfg.get('type') == 'Pretrained' and \
+                init_cfg.get('checkpoint'):
+            base = dict(checkpoint=str(init_cfg['checkpoint']), prefix=init_cfg.get('prefix'),
+                        sha256=None)
         return dict(peft=self.peft_cfg,
                     structure={n: adapters[n].hidden_dims if n in adapters else 0
                                for n in self._peft_built},
@@ -380,10 +444,10 @@ class PEFTBackboneMixin:
             "from its weights, load them as pretrained weights: backbone.init_cfg=dict("
             "type='Pretrained', checkpoint=..., prefix='backbone').")
 
-    def _apply_record(self, record: dict, state_dict: dict, prefix: str) -> None:
+    def _apply_record(self, record: dict, state_dict: dict, prefix: str) -> bool:
         """Make this backbone what the record says the weights are (pruned widths, deploy
         form) and compose an adapter-only state with its pretrained base; refuse weights
-        of another method or other settings."""
+        of another method or other settings. Returns whether a base was composed in."""
         from mona_mm.pruning.structure import apply_structure
         from ..peft.reparameterize import reparameterize
         self.check_peft_record(record)
@@ -403,33 +467,129 @@ class PEFTBackboneMixin:
         if record.get('deploy') and not mine['deploy']:
             reparameterize(self)
         if record.get('adapter_only'):
-            self._compose_base(record.get('base'), state_dict, prefix)
+            return self._compose_base(record.get('base'), state_dict, prefix,
+                                      record.get(OVERRIDE_KEY))
+        return False
 
-    def _compose_base(self, base: Optional[dict], state_dict: dict, prefix: str) -> None:
+    def _compose_base(self, base: Optional[dict], state_dict: dict, prefix: str,
+                      override: Optional[dict] = None) -> bool:
+        """Put the pretrained backbone an adapter-only state dict records under its
+        adapters: every frozen tensor the state dict lacks comes from the base (the frozen
+        tensors the base lacks travel in the state dict itself).
+
+        The base must be the one the adapters were trained on: the digest of the frozen
+        tensors it gives (:meth:`peft_base_digest`) must equal the recorded one, else a
+        ValueError names both (unless the override forces it). A record without a digest
+        (files of earlier versions) composes with a warning.
+
+        Args:
+            base: The record's ``dict(checkpoint=..., prefix=..., sha256=...)``.
+            state_dict: The loader's state dict (composed in place).
+            prefix: This backbone's prefix in it.
+            override: ``dict(checkpoint=..., prefix=..., force=...)`` from
+                ``load_adapter_checkpoint(base_checkpoint=..., force_base=...)``: another
+                file (same digest required unless ``force``).
+
+        Returns:
+            Whether the base was composed in (False: the frozen tensors are all there).
+        """
         own = self.state_dict()
         frozen = [k for k in own if not inside_adapter(k, self)]
-        if any(prefix + k in state_dict for k in frozen):
-            return  # the backbone's own weights are there already
-        if not base or not base.get('checkpoint'):
+        if all(prefix + k in state_dict for k in frozen):
+            return False  # the backbone's own weights are there already
+        override = override or {}
+        recorded = base.get('checkpoint') if base else None
+        path = override.get('checkpoint') or recorded
+        if not path:
             raise ValueError(
                 'this is an adapter-only checkpoint that records no pretrained backbone; '
                 f'load it {_WITH_BASE}')
+        base_prefix = override.get('prefix') if override.get('checkpoint') else \
+            base.get('prefix')
         from mona_mm.utils.checkpoint_io import load_checkpoint_file
-        path = base['checkpoint']
         if '://' not in str(path) and not osp.exists(path):
             raise FileNotFoundError(
                 f'adapter-only checkpoint: its pretrained backbone {path} is not there. Put '
                 f'the file there, or load it {_WITH_BASE}')
-        sd = extract_state_dict(load_checkpoint_file(path), base.get('prefix'), source=path)
+        sd = extract_state_dict(load_checkpoint_file(path), base_prefix, source=str(path))
         if self.peft_spec.convert is not None:
             sd, _ = self.peft_spec.convert(sd, self)
-        for k, v in sd.items():
-            if k in own and not inside_adapter(k, self):
-                state_dict[prefix + k] = v
-        self._peft_base_loaded = True
-        MMLogger.get_current_instance().info(
-            f'{type(self).__name__}: adapter-only checkpoint composed with its pretrained '
-            f'backbone {path}')
+        # what the state dict holds itself (frozen tensors the base lacks) stays, so the
+        # digest covers the tensors the base gives, as when it was recorded
+        digest, taken = self.peft_base_digest(
+            {k: v for k, v in sd.items() if prefix + k not in state_dict})
+        if not taken:
+            raise ValueError(
+                f'adapter-only checkpoint: its pretrained backbone {path} holds none of the '
+                f'frozen tensors of this {self.peft_spec.name} backbone '
+                f'({type(self).__name__}) (prefix {base_prefix!r}; its first keys: '
+                f'{list(sd)[:4]}); load it {_WITH_BASE}')
+        expected = base.get('sha256') if base else None
+        logger = MMLogger.get_current_instance()
+        if not expected:
+            logger.warning(
+                f'{type(self).__name__}: this adapter-only checkpoint records no digest of '
+                f'its pretrained backbone (written by an earlier mona_mm), so nothing checks '
+                f'that {path} is the backbone its adapters were trained on; if that file '
+                'was replaced or re-trained since, the predictions are wrong. Re-export it '
+                '(tools/model_converters/export_adapters.py) to record the digest.')
+        elif digest != expected:
+            what = (f'the given base {path}' if override.get('checkpoint')
+                    and str(path) != str(recorded) else f'the file at {path}')
+            msg = (f'adapter-only checkpoint: {what} is not the pretrained backbone its '
+                   f'adapters were trained on: the frozen backbone tensors it gives have '
+                   f'sha256 {_short(digest)}, the checkpoint records {_short(expected)} (for '
+                   f'{recorded}). ')
+            if not override.get('force'):
+                raise ValueError(
+                    msg + f'Put the original file back, or load the checkpoint {_WITH_BASE}. '
+                    'To compose with this file anyway (the model is then not the trained '
+                    'one): force_base=True (--force-base).')
+            logger.warning(msg + 'Composing with it anyway (force_base): the predictions '
+                           'are not those of the trained model.')
+        for k in taken:
+            state_dict[prefix + k] = sd[k]
+        self._set_base(dict(checkpoint=str(path), prefix=base_prefix, sha256=digest), taken)
+        logger.info(f'{type(self).__name__}: adapter-only checkpoint composed with its '
+                    f'pretrained backbone {path} (sha256 {_short(digest)})')
+        return True
+
+    def _frozen_keys(self) -> List[str]:
+        """State-dict keys of what the PEFT method keeps frozen (no adapter, not trained):
+        what a pretrained base gives."""
+        params = dict(self.named_parameters())
+        return [k for k in self.state_dict() if not inside_adapter(k, self) and
+                not (k in params and self.peft_method.is_trainable(k, self))]
+
+    def peft_base_digest(self, tensors: Dict[str, Tensor]) -> Tuple[str, List[str]]:
+        """The digest by which this backbone identifies a pretrained base:
+        :func:`base_digest` of the frozen tensors (see ``_frozen_keys``) it takes from
+        ``tensors`` (the base's backbone part in this backbone's layout), and their keys.
+
+        Only what the backbone receives counts, so the same weights give the same digest
+        whatever else the file holds (heads, adapters, optimizer state) or how it is saved.
+
+        Args:
+            tensors: ``{key: tensor}`` in this backbone's layout (converted).
+        """
+        keys = [k for k in self._frozen_keys() if k in tensors]
+        return base_digest({k: tensors[k] for k in keys}), keys
+
+    def _set_base(self, base: Optional[dict], keys=None, source: Optional[str] = None) -> None:
+        """Remember what filled the frozen tensors (see :attr:`peft_base`)."""
+        self.peft_base = base
+        self._peft_base_keys = None if keys is None else frozenset(keys)
+        self.peft_pretrained_source = source or (base or {}).get('checkpoint') or 'state dict'
+
+    def peft_base_extras(self) -> Optional[List[str]]:
+        """Keys of the frozen tensors of this backbone that its pretrained base does not
+        supply (e.g. the per-stage norms of a detection Swin on a classifier's weights):
+        adapter-only checkpoints carry them. None when unknown (the base was not loaded by
+        this backbone)."""
+        if self._peft_base_keys is None:
+            return None
+        return [k for k in self.state_dict() if not inside_adapter(k, self)
+                and k not in self._peft_base_keys]
 
     def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None) -> None:
         """Load a pretrained backbone (path or any mmengine scheme) into this backbone.
@@ -450,7 +610,10 @@ class PEFTBackboneMixin:
             self.load_state_dict(state_dict, strict=False)
         finally:
             self._peft_source = None
-        self._peft_base_loaded = True
+        converted = state_dict if self.peft_spec.convert is None else \
+            self.peft_spec.convert(state_dict, self)[0]
+        digest, taken = self.peft_base_digest(converted)
+        self._set_base(dict(checkpoint=str(checkpoint), prefix=prefix, sha256=digest), taken)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
@@ -458,9 +621,22 @@ class PEFTBackboneMixin:
         # the backbone part of `state_dict` (the loader's own copy) into this model's layout,
         # check it fits and log once; then the upstream class loads as it always does.
         record = local_metadata.get(RECORD_KEY) if isinstance(local_metadata, dict) else None
-        if record and getattr(self, '_peft_source', None) is None:
+        pretrained = getattr(self, '_peft_source', None) is not None
+        composed = bool(record) and not pretrained and \
             self._apply_record(record, state_dict, prefix)
+        self._peft_last_loaded = None
         self._normalise_checkpoint(state_dict, prefix)
+        if self._peft_last_loaded and not composed and not pretrained:
+            # a full state dict filled the frozen tensors (load_from, resume,
+            # load_state_dict): weights trained with this very method keep the base their
+            # record names (their frozen tensors are that base's); any other state dict is
+            # itself the base, of a path only its loader knows
+            base = (record or {}).get('base')
+            same = record and _settings(record.get('peft') or {}) == _settings(self.peft_cfg)
+            if same and base and base.get('checkpoint') and not record.get('adapter_only'):
+                self._set_base(dict(base), None, 'state dict')
+            else:
+                self._set_base(None, self._peft_last_loaded, 'state dict')
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
                                       missing_keys, unexpected_keys, error_msgs)
 
@@ -477,7 +653,7 @@ class PEFTBackboneMixin:
             mine, layout = self.peft_spec.convert(mine, self)
         own = self.state_dict()
         if source is None and not any(k in own and not inside_adapter(k, self) for k in mine):
-            if any(k in own for k in mine) and not self._peft_base_loaded:
+            if any(k in own for k in mine) and self.peft_pretrained_source is None:
                 raise ValueError(
                     f'{type(self).__name__}: the state dict holds only adapter tensors (an '
                     'adapter-only checkpoint) and this backbone has no pretrained weights '
@@ -537,6 +713,7 @@ class PEFTBackboneMixin:
                 'tensors differ, e.g. ' + '; '.join(lines[:8]) + '. Build the backbone with '
                 'the arch (embed dims, depths, heads, patch size) it was trained with.')
         loaded_adapters = [k for k in sd if k in own and is_adapter[k]]
+        self._peft_last_loaded = loaded
         msg = (f'{type(self).__name__}[{prefix or "backbone"}] <- {source or "state dict"} '
                f'({layout}): {len(loaded)} tensors loaded, ')
         if loaded_adapters:  # a checkpoint with its adapters (trained ones)
@@ -579,6 +756,29 @@ def check_checkpoint_records(model: nn.Module, checkpoint: dict, strict: bool = 
     for name, module in model.named_modules():
         if is_peft_backbone(module) and name in records:
             module.check_peft_record(records[name], strict)
+
+
+def base_digest(tensors: Dict[str, Tensor]) -> str:
+    """SHA-256 over tensors in sorted key order, each as ``name|dtype|shape|`` and its bytes:
+    how a pretrained backbone is identified (a PEFT backbone hashes the frozen tensors it
+    takes from the file, see ``PEFTBackboneMixin.peft_base_digest``).
+
+    Not the file's SHA-256: re-saving the same tensors (another container, optimizer state
+    dropped, other meta) keeps it, while any changed value, key, dtype or shape changes it.
+
+    Args:
+        tensors: ``{key: tensor}``.
+    """
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        digest.update(f'{key}|{t.dtype}|{tuple(t.shape)}|'.encode())
+        digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
+def _short(digest: Optional[str]) -> str:
+    return f'{digest[:16]}...' if digest else 'none'
 
 
 def extract_state_dict(ckpt: dict, prefix: Optional[str] = None,
