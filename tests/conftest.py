@@ -1,7 +1,9 @@
+import logging
 import os
 import os.path as osp
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 
@@ -48,3 +50,24 @@ def run_tool(args, cwd, timeout=900, env=None):
 
 
 PY = sys.executable
+
+
+@contextmanager
+def logged_lines(level: int = logging.DEBUG):
+    """Messages the current MMLogger emits at ``level`` or above inside the block."""
+    from mmengine.logging import MMLogger
+    lines = []
+
+    class Keep(logging.Handler):
+
+        def emit(self, record):
+            if record.levelno >= level:
+                lines.append(record.getMessage())
+
+    logger = MMLogger.get_current_instance()
+    keep = Keep()
+    logger.addHandler(keep)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(keep)

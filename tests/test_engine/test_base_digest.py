@@ -1,24 +1,22 @@
 """Adapter-only checkpoints name their pretrained backbone by content: the digest of its
 backbone tensors is recorded beside the path, a different file is refused naming both
 digests (unless forced), and the converters record the base the weights were trained on."""
-import logging
 import os.path as osp
 import runpy
 import shutil
 import sys
-from contextlib import contextmanager
 from unittest import mock
 
 import pytest
 import torch
-from mmengine.logging import MMLogger
 from mmengine.runner import load_checkpoint
 
 from mona_mm.models import PEFTSwinTransformer
 from mona_mm.models.backbones.injection import RECORD_KEY, base_digest, extract_state_dict
 from mona_mm.utils import (load_adapter_checkpoint, load_checkpoint_file,
                            make_adapter_checkpoint, save_checkpoint_file)
-from tests.conftest import NANO, ROOT
+from tests.conftest import NANO, ROOT, logged_lines
+from tests.test_engine.test_checkpoint_records import _out
 from tests.test_engine.test_mimi_pruning_hook import ToyDetector, _runner
 
 CLS = f'{ROOT}/configs/demo/swin-nano-mona_1xb32-10e_shapes-cls.py'
@@ -45,34 +43,7 @@ def _bump(model):
                 p.add_(0.05)
 
 
-def _x():
-    return [torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(i))
-            for i in range(2)]
-
-
-def _out(model):
-    model.eval()
-    with torch.no_grad():
-        return model(_x(), [torch.tensor(0.)] * 2)
-
-
-@contextmanager
-def _logged():
-    """Lines the current MMLogger emits (any level) inside the block."""
-    lines = []
-
-    class Keep(logging.Handler):
-
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    logger = MMLogger.get_current_instance()
-    keep = Keep()
-    logger.addHandler(keep)
-    try:
-        yield lines
-    finally:
-        logger.removeHandler(keep)
+_logged = logged_lines
 
 
 def _trained(tmp_path, base):

@@ -157,20 +157,12 @@ def test_hash_covers_the_whole_checkpoint(edit, tmp_path):
 
 
 def test_unmarked_checkpoints_with_records_load_with_a_warning(tmp_path):
-    from mmengine.logging import MMLogger
     from mona_mm.models import PEFTSwinTransformer
-    from tests.conftest import NANO
+    from tests.conftest import NANO, logged_lines
     bb = PEFTSwinTransformer(arch=NANO, peft='Mona')
     torch.save({'state_dict': bb.state_dict()}, tmp_path / 'plain.pth')
-    lines = []
-    logger = MMLogger.get_current_instance()
-    handler = __import__('logging').Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    logger.addHandler(handler)
-    try:
+    with logged_lines() as lines:
         load_checkpoint_file(str(tmp_path / 'plain.pth'))
-    finally:
-        logger.removeHandler(handler)
     assert any('loaded without verification' in line for line in lines), lines
 
 

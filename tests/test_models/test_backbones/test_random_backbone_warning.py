@@ -1,36 +1,19 @@
 """A PEFT backbone that starts training with frozen random weights says so, once; the
 README's one-name slugs build the methods they name."""
 import logging
-from contextlib import contextmanager
 
 import pytest
 import torch
-from mmengine.logging import MMLogger
 
 from mona_mm.models import PEFTSwinTransformer
 from mona_mm.models.backbones.injection import build_peft_method, peft_method_config
 from mona_mm.registry import PEFT_METHODS
 from mona_mm.utils import save_checkpoint_file
-from tests.conftest import NANO
+from tests.conftest import NANO, logged_lines
 
 
-@contextmanager
 def _warnings():
-    lines = []
-
-    class Keep(logging.Handler):
-
-        def emit(self, record):
-            if record.levelno >= logging.WARNING:
-                lines.append(record.getMessage())
-
-    logger = MMLogger.get_current_instance()
-    keep = Keep()
-    logger.addHandler(keep)
-    try:
-        yield lines
-    finally:
-        logger.removeHandler(keep)
+    return logged_lines(logging.WARNING)
 
 
 def _random_backbone_warnings(lines):
