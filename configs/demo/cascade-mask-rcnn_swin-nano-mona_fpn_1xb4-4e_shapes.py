@@ -4,7 +4,8 @@ _base_ = [
     'mmdet::_base_/default_runtime.py', '../_base_/datasets/shapes_coco_instance.py',
     '../_base_/models/swin-nano.py'
 ]
-# The backbone from demo step 1 (overridable: --cfg-options pretrained=...).
+# The backbone from demo step 1; another one: add
+# --cfg-options model.backbone.init_cfg.checkpoint=... (pretrained=... would not reach it).
 pretrained = 'work_dirs/demo/pretrain/epoch_20.pth'
 num_classes = 4
 model = dict(
