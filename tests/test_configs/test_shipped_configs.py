@@ -11,8 +11,9 @@ from mona_mm.utils.pretrained import PRETRAINED
 from tests.conftest import ROOT
 from tests.test_configs.utils import one_train_step
 
+# model configs; configs/study holds study specs (tools/analysis_tools/peft_study.py)
 ALL = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
-             if '/_base_/' not in p)
+             if '/_base_/' not in p and '/configs/study/' not in p)
 PAPER = [p for p in ALL if '/demo/' not in p]
 
 

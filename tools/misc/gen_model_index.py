@@ -71,7 +71,8 @@ SETTINGS = re.compile(r'^(?P<gpus>\d+)xb(?P<per_gpu>\d+)-(?P<length>\d+)(?P<unit
 
 
 def find_configs(config_root: str) -> List[str]:
-    """List the configs a user trains: every ``.py`` under ``config_root`` but ``_base_``.
+    """List the configs a user trains: every ``.py`` under ``config_root`` but ``_base_`` and
+    ``study`` (study specs for ``tools/analysis_tools/peft_study.py``, not model configs).
 
     Args:
         config_root: The ``configs`` folder.
@@ -81,7 +82,8 @@ def find_configs(config_root: str) -> List[str]:
     """
     found = []
     for dirpath, dirnames, filenames in os.walk(config_root):
-        dirnames[:] = sorted(d for d in dirnames if d not in ('_base_', '__pycache__'))
+        dirnames[:] = sorted(d for d in dirnames if d not in ('_base_', '__pycache__') and
+                             not (dirpath == config_root and d == 'study'))
         rel_dir = osp.relpath(dirpath, osp.dirname(config_root)).replace(os.sep, '/')
         found += [f'{rel_dir}/{f}' for f in filenames if f.endswith('.py')]
     return sorted(found)
