@@ -344,7 +344,8 @@ class PEFTBackboneMixin:
         self._peft_freezes = any(not self.peft_method.is_trainable(n, self)
                                  for n, _ in self.named_parameters()
                                  if not inside_adapter(n, self))
-        self._peft_random_warned = False
+        self._peft_random_checked = False
+        self.register_forward_pre_hook(self._warn_if_random)
         self._peft_last_loaded: Optional[List[str]] = None  # frozen keys of the last load
         self.register_state_dict_post_hook(_record_in_state_dict)
 
@@ -360,23 +361,27 @@ class PEFTBackboneMixin:
 
     def train(self, mode: bool = True) -> nn.Module:
         """The upstream ``train()`` (frozen stages, norm_eval...), returning the module as
-        ``nn.Module.train`` does (mmdet's, mmseg's and mmpretrain's return None).
-
-        The first time training starts while the PEFT method freezes backbone weights that
-        nothing has loaded (see :attr:`peft_pretrained_source`), one warning says so: the
-        adapters would train on a frozen random backbone."""
+        ``nn.Module.train`` does (mmdet's, mmseg's and mmpretrain's return None)."""
         super().train(mode)
-        if mode and getattr(self, '_peft_freezes', False) and \
-                self.peft_pretrained_source is None and not self._peft_random_warned:
-            self._peft_random_warned = True
+        return self
+
+    def _warn_if_random(self, module: nn.Module, args: tuple) -> None:
+        """Forward pre-hook: at the first training forward — after the runner's
+        ``init_weights``, ``load_from`` and resume, unlike ``train()``, which the optimizer
+        constructor calls before any weights load — say once if the PEFT method freezes
+        backbone weights that nothing has loaded (see :attr:`peft_pretrained_source`): the
+        adapters would train on a frozen random backbone."""
+        if not self.training or self._peft_random_checked:
+            return
+        self._peft_random_checked = True  # a flag, not handle.remove(): deepcopies share it
+        if self._peft_freezes and self.peft_pretrained_source is None:
             MMLogger.get_current_instance().warning(
-                f'{type(self).__name__} (peft={_describe(self.peft_cfg)}) starts training '
-                'with NO pretrained weights: its frozen backbone weights are random, so the '
+                f'{type(self).__name__} (peft={_describe(self.peft_cfg)}) trains with NO '
+                'pretrained weights: its frozen backbone weights are random, so the '
                 'adapters train on a frozen random backbone. Set model.backbone.init_cfg='
                 "dict(type='Pretrained', checkpoint=PATH, prefix='backbone') (prefix: where "
                 "the backbone's keys sit in the file; omit it for a plain backbone file) or "
                 'load_from=PATH.')
-        return self
 
     # ------------------------------------------------------------------ weights
     def init_weights(self) -> None:

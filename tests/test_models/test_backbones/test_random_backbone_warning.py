@@ -20,12 +20,20 @@ def _random_backbone_warnings(lines):
     return [line for line in lines if 'NO pretrained weights' in line]
 
 
+def _step(bb):
+    """What a runner does: train(), then forward in training mode."""
+    bb.train()
+    bb(torch.randn(1, 3, 32, 32))
+
+
 def test_mona_without_pretrained_weights_warns_once_naming_the_fix():
     bb = PEFTSwinTransformer(arch=NANO, peft='Mona')
     with _warnings() as lines:
-        bb.train()
         bb.eval()
-        bb.train()
+        bb(torch.randn(1, 3, 32, 32))  # inference says nothing
+        assert not _random_backbone_warnings(lines)
+        _step(bb)
+        _step(bb)
     found = _random_backbone_warnings(lines)
     assert len(found) == 1, lines
     assert "init_cfg=dict(type='Pretrained'" in found[0] and 'load_from' in found[0]
@@ -43,10 +51,13 @@ def test_no_warning_for_full_or_loaded_weights(tmp_path):
     pretrained.init_weights()
     state_dict = PEFTSwinTransformer(arch=NANO, peft='Mona')
     state_dict.load_state_dict(src.state_dict(), strict=False)  # load_from / resume
+    # the runner's order: the optimizer constructor calls train() before any weights load
+    late = PEFTSwinTransformer(arch=NANO, peft='Mona')
     with _warnings() as lines:
-        src.train()
-        pretrained.train()
-        state_dict.train()
+        late.train()
+        late.load_state_dict(src.state_dict(), strict=False)  # load_from, after train()
+        for bb in (src, pretrained, state_dict, late):
+            _step(bb)
     assert not _random_backbone_warnings(lines), lines
     assert pretrained.peft_pretrained_source == path
     assert state_dict.peft_pretrained_source == 'state dict'
