@@ -2,7 +2,8 @@ from .voc_single_label import VOC2007SingleLabel
 
 # The shapes generator loads on first use, so `python -m mona_mm.datasets.shapes` runs the
 # module once (imported here eagerly, runpy would warn that it is already in sys.modules).
-_SHAPES = ('SEG_CLASSES', 'SHAPES_CLASSES', 'SHAPES_PALETTE', 'generate_shapes')
+_SHAPES = ('SEG_CLASSES', 'SHAPES_CLASSES', 'SHAPES_PALETTE', 'generate_shapes',
+           'SOURCE_CLASSES', 'STUDY_FILLS', 'STUDY_SHAPES', 'generate_study_shapes')
 
 
 def __getattr__(name: str):
@@ -13,5 +14,6 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    'SEG_CLASSES', 'SHAPES_CLASSES', 'SHAPES_PALETTE', 'generate_shapes', 'VOC2007SingleLabel'
+    'SEG_CLASSES', 'SHAPES_CLASSES', 'SHAPES_PALETTE', 'generate_shapes', 'SOURCE_CLASSES',
+    'STUDY_FILLS', 'STUDY_SHAPES', 'generate_study_shapes', 'VOC2007SingleLabel'
 ]

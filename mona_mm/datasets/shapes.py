@@ -12,13 +12,19 @@ so a segmentor trains ``num_classes=5`` classes: background (0) and the four sha
 named by :data:`SEG_CLASSES`. Detection and classification use the four shapes only
 (:data:`SHAPES_CLASSES`).
 
-Command line: ``python -m mona_mm.datasets.shapes data/shapes``.
+:func:`generate_study_shapes` writes the transfer sets of the PEFT study: a 56-class source
+classification set to pretrain on and small, shifted target sets (classification, semantic and
+instance segmentation) with train/val/test splits.
+
+Command line: ``python -m mona_mm.datasets.shapes data/shapes`` (``--study`` for the study's
+sets).
 """
 import argparse
 import json
 import math
 import os
 import os.path as osp
+import shutil
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -38,6 +44,18 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> List[Tu
         n, radii = 3, [r]
     elif kind == 'star':
         n, radii = 10, [r, r * 0.45]
+    elif kind == 'pentagon':
+        n, radii = 5, [r]
+    elif kind == 'hexagon':
+        n, radii = 6, [r]
+    elif kind == 'diamond':  # a rhombus: long and short half-diagonals
+        n, radii = 4, [r, r * 0.55]
+    elif kind == 'cross':  # a plus sign, arms 0.7 r wide
+        w = 0.35 * r
+        local = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w),
+                 (-r, -w), (-r, w), (-w, w), (-w, r)]
+        c, s = math.cos(angle), math.sin(angle)
+        return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in local]
     else:
         raise ValueError(f'unknown shape {kind!r}')
     pts = []
@@ -195,6 +213,292 @@ def generate_shapes(out_dir: str, num_train: int = 400, num_val: int = 100,
     return roots
 
 
+
+# ------------------------------------------------------------------------------------------
+# Transfer sets for the PEFT study (tools/analysis_tools/peft_study.py): a large *source*
+# classification task to pretrain on, and small *target* tasks (classification, semantic and
+# instance segmentation) drawn from another distribution, so that what the backbone learned on
+# the source matters, as ImageNet pretraining does for the papers' benchmarks.
+
+#: Shapes of the study: the demo's four and four more.
+STUDY_SHAPES = SHAPES_CLASSES + ('pentagon', 'hexagon', 'cross', 'diamond')
+#: How a study shape is painted.
+STUDY_FILLS = ('solid', 'stripes', 'checker', 'dots', 'outline', 'gradient', 'rings')
+#: Classes of the source task: every study shape in every fill, ``<shape>-<fill>`` (56).
+SOURCE_CLASSES = tuple(f'{s}-{f}' for s in STUDY_SHAPES for f in STUDY_FILLS)
+#: Fills of the target scenes: without ``outline``, a mask is what one sees of the object.
+SCENE_FILLS = tuple(f for f in STUDY_FILLS if f != 'outline')
+#: The file :func:`generate_study_shapes` writes last, with its arguments.
+STUDY_STAMP = 'study_shapes.json'
+
+# Every (part, split) draws from its own random stream, and every image from its own child
+# stream: a split does not change when another one grows, and k shots per class are the first
+# k of k + 1 shots.
+_STREAMS = {('source', 'train'): 1, ('source', 'val'): 2, ('cls', 'train'): 3,
+            ('cls', 'val'): 4, ('cls', 'test'): 5, ('scene', 'train'): 6,
+            ('scene', 'val'): 7, ('scene', 'test'): 8}
+
+
+def _stream(seed: int, part: str, split: str, *index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, _STREAMS[(part, split)], *index])
+
+
+def _colour(rng: np.random.Generator, domain: str, light: bool = True) -> np.ndarray:
+    """Saturated colours; the source's warm (red to yellow-green hues), the targets' cool
+    (green to purple), light or dark (``light``) so they stand out against a background of
+    the other brightness."""
+    import colorsys
+    if domain == 'source':
+        hsv = rng.uniform(-0.1, 0.35) % 1.0, rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0)
+    else:
+        value = rng.uniform(0.85, 1.0) if light else rng.uniform(0.3, 0.5)
+        hsv = rng.uniform(0.4, 0.85), rng.uniform(0.6, 1.0), value
+    return np.array(colorsys.hsv_to_rgb(*hsv), dtype=np.float32) * 255
+
+
+def _smooth_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """The source background: low-frequency colour noise (the demo's without its stripes,
+    which a striped fill could be mistaken for)."""
+    coarse = rng.uniform(40, 200, size=(4, 4, 3)).astype(np.float32)
+    img = np.array(Image.fromarray(coarse.astype(np.uint8)).resize((size, size),
+                                                                    Image.BICUBIC),
+                   dtype=np.float32)
+    return np.clip(img + rng.normal(0, 6, size=img.shape), 0, 255).astype(np.uint8)
+
+
+def _clutter_background(rng: np.random.Generator, size: int, light: bool) -> np.ndarray:
+    """The target background for objects that are ``light`` (or dark): the source's smooth
+    colour noise, washed out and moved to the other brightness, with fine noise and a few
+    distractor strokes and blobs that belong to no class (drawn before the objects, so they
+    are background)."""
+    low, high = (30, 110) if light else (150, 230)
+    base = _smooth_background(rng, size).astype(np.float32)
+    grey = base.mean(axis=2, keepdims=True)
+    base = 0.5 * grey + 0.5 * base  # less saturated than the source's
+    img = low + (base - base.min()) * (high - low) / max(float(np.ptp(base)), 1.0)
+    img = img + rng.normal(0, 8, size=img.shape)
+    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(pil)
+    for _ in range(int(rng.integers(1, 4))):
+        x0, y0, x1, y1 = (float(v) for v in rng.uniform(0, size, size=4))
+        draw.line([(x0, y0), (x1, y1)], width=1,
+                  fill=tuple(int(c) for c in _colour(rng, 'target', bool(rng.integers(2)))))
+    for _ in range(int(rng.integers(0, 3))):
+        cx, cy = (float(v) for v in rng.uniform(0, size, size=2))
+        # smaller than the smallest object, so a blob is not mistaken for a circle
+        rx, ry = (float(v) for v in rng.uniform(0.01, 0.03, size=2) * size)
+        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry],
+                     fill=tuple(int(c) for c in _colour(rng, 'target', bool(rng.integers(2)))))
+    return np.asarray(pil)
+
+
+def _mask(pts: Sequence[Tuple[float, float]], size: int) -> np.ndarray:
+    m = Image.new('L', (size, size), 0)
+    ImageDraw.Draw(m).polygon(pts, fill=1)
+    return np.asarray(m).astype(bool)
+
+
+def _texture(rng: np.random.Generator, fill: str, size: int, colour: np.ndarray, cx: float,
+             cy: float, r: float, contrast: float) -> np.ndarray:
+    """The whole image painted in ``fill`` around (cx, cy): ``colour`` and a darker (or, for
+    a dark colour, lighter) one, ``contrast`` of the way to black (white)."""
+    second = colour * (1 - contrast) if colour.mean() > 110 else \
+        colour + (255 - colour) * contrast
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    theta = rng.uniform(0, math.pi)
+    u = (xx - cx) * math.cos(theta) + (yy - cy) * math.sin(theta)
+    v = (yy - cy) * math.cos(theta) - (xx - cx) * math.sin(theta)
+    half = max(1.5, r * float(rng.uniform(0.2, 0.3)))  # half a period
+    if fill in ('solid', 'outline'):
+        t = np.zeros_like(u)
+    elif fill == 'stripes':
+        t = np.floor(u / half) % 2
+    elif fill == 'checker':
+        t = (np.floor(u / half) + np.floor(v / half)) % 2
+    elif fill == 'dots':
+        p = 2 * half
+        t = (np.hypot(u % p - half, v % p - half) < 0.6 * half).astype(np.float32)
+    elif fill == 'gradient':
+        t = np.clip((u + r) / (2 * r), 0, 1)
+    elif fill == 'rings':
+        t = np.floor(np.hypot(u, v) / half) % 2
+    else:
+        raise ValueError(f'unknown fill {fill!r}; fills: {STUDY_FILLS}')
+    return colour * (1 - t[..., None]) + second * t[..., None]
+
+
+def _paint(img: np.ndarray, rng: np.random.Generator, kind: str, fill: str, cx: float,
+           cy: float, r: float, domain: str, light: bool = True) -> List[Tuple[float, float]]:
+    """Paint one shape into ``img`` (float, in place); return its outline polygon."""
+    size = img.shape[0]
+    angle = rng.uniform(0, 2 * math.pi)
+    pts = _polygon(kind, cx, cy, r, angle)
+    region = _mask(pts, size)
+    if fill == 'outline':  # a band: the background shows through the middle
+        region &= ~_mask(_polygon(kind, cx, cy, r * 0.6, angle), size)
+    # target patterns are fainter, so the silhouette stays against the background
+    tex = _texture(rng, fill, size, _colour(rng, domain, light), cx, cy, r,
+                   0.65 if domain == 'source' else 0.35)
+    img[region] = tex[region]
+    return pts
+
+
+def _study_object(rng: np.random.Generator, size: int, shape: str, fill: str,
+                  domain: str) -> np.ndarray:
+    """One shape on a background: the source and target classification images."""
+    light = bool(rng.integers(2))
+    if domain == 'source':
+        img = _smooth_background(rng, size).astype(np.float32)
+        r = rng.uniform(0.28, 0.42) * size
+    else:
+        img = _clutter_background(rng, size, light).astype(np.float32)
+        r = rng.uniform(0.22, 0.36) * size
+    cx, cy = rng.uniform(r + 1, size - r - 1, size=2)
+    _paint(img, rng, shape, fill, cx, cy, r, domain, light)
+    img += rng.normal(0, 4, size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _study_scene(rng: np.random.Generator, size: int,
+                 max_shapes: int) -> Tuple[np.ndarray, np.ndarray, List[dict]]:
+    """A target scene: 1..max_shapes shapes of :data:`SHAPES_CLASSES` in target colours,
+    smaller than the source's (no overlaps, so the polygons are the visible masks), on the
+    target background."""
+    light = bool(rng.integers(2))
+    img = _clutter_background(rng, size, light).astype(np.float32)
+    label = Image.new('L', (size, size), 1)  # 1 = background class, as generate_shapes
+    ldraw = ImageDraw.Draw(label)
+    objects: List[dict] = []
+    boxes: List[Tuple[float, float, float, float]] = []
+    n = int(rng.integers(1, max_shapes + 1))
+    for _ in range(n * 10):
+        if len(objects) == n:
+            break
+        cls = int(rng.integers(len(SHAPES_CLASSES)))
+        r = rng.uniform(0.12, 0.22) * size
+        cx, cy = rng.uniform(r + 1, size - r - 1, size=2)
+        box = (cx - r, cy - r, cx + r, cy + r)
+        if any(not (box[2] + 2 < b[0] or b[2] + 2 < box[0] or box[3] + 2 < b[1]
+                    or b[3] + 2 < box[1]) for b in boxes):
+            continue
+        fill = SCENE_FILLS[int(rng.integers(len(SCENE_FILLS)))]
+        pts = _paint(img, rng, SHAPES_CLASSES[cls], fill, cx, cy, r, 'target', light)
+        ldraw.polygon(pts, fill=2 + cls)
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        boxes.append(box)
+        objects.append(dict(cls=cls, box=(min(xs), min(ys), max(xs), max(ys)), polygon=pts))
+    img += rng.normal(0, 4, size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), np.asarray(label), objects
+
+
+def generate_study_shapes(out_dir: str, source_per_class: int = 120,
+                          source_val_per_class: int = 4, source_size: int = 56,
+                          shots: int = 32, cls_val_per_class: int = 20,
+                          cls_test_per_class: int = 50, cls_size: int = 56,
+                          scene_size: int = 96, train_scenes: int = 40, val_scenes: int = 30,
+                          test_scenes: int = 60, max_shapes: int = 3,
+                          seed: int = 0) -> Dict[str, str]:
+    """Write the study's source and target sets (PNG images) and return their roots.
+
+    *Source* (``source/cls``, class folders, ``train``/``val``): one large shape per image,
+    56 classes :data:`SOURCE_CLASSES` (8 shapes x 7 fills), warm colours (red to yellow-green)
+    on smooth colour noise. *Targets* differ in colours (cool: green to purple), background
+    (washed out, of the other brightness than the objects, with distractor strokes and
+    blobs), fainter fill patterns and smaller objects, and their training splits are small
+    (few-shot), each with ``train``/``val``/``test`` splits:
+
+    * ``target/cls``: class folders of the 4 :data:`SHAPES_CLASSES` (any fill), ``shots``
+      training images per class;
+    * ``target/coco`` and ``target/ade``: the same scenes, 1..``max_shapes`` shapes of
+      :data:`SHAPES_CLASSES` each, as COCO instances (``annotations/instances_<split>.json``,
+      images in ``<split>/``) and ADE20K-style folders (``images/<split>``,
+      ``annotations/<split>``; labels as :func:`generate_shapes`: 1 background, 2..5 shapes).
+
+    The output depends only on the arguments, and every split and class draws from its own
+    random stream: a split does not change when another one is resized, and ``shots=k``
+    takes the first k images of ``shots=k+1``. ``study_shapes.json`` (the arguments) is
+    written last, so its presence marks a complete set; ``source/`` and ``target/`` under
+    ``out_dir`` are written from scratch.
+
+    Args:
+        out_dir: Root folder; created if needed.
+        source_per_class: Source training images per class.
+        source_val_per_class: Source validation images per class.
+        source_size: Side of source images.
+        shots: Target classification training images per class.
+        cls_val_per_class: Target classification validation images per class.
+        cls_test_per_class: Target classification test images per class.
+        cls_size: Side of target classification images.
+        scene_size: Side of target scenes (segmentation and detection).
+        train_scenes: Target training scenes.
+        val_scenes: Target validation scenes.
+        test_scenes: Target test scenes.
+        max_shapes: Most shapes per target scene.
+        seed: Random seed.
+
+    Returns:
+        ``{'source': ..., 'cls': ..., 'coco': ..., 'ade': ...}`` folder paths.
+    """
+    args = dict(source_per_class=source_per_class, source_val_per_class=source_val_per_class,
+                source_size=source_size, shots=shots, cls_val_per_class=cls_val_per_class,
+                cls_test_per_class=cls_test_per_class, cls_size=cls_size,
+                scene_size=scene_size, train_scenes=train_scenes, val_scenes=val_scenes,
+                test_scenes=test_scenes, max_shapes=max_shapes, seed=seed)
+    for name, value in args.items():
+        low = 0 if name == 'seed' else 1
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+            raise ValueError(f'generate_study_shapes: {name} must be an int >= {low}, got '
+                             f'{value!r}')
+    roots = dict(source=osp.join(out_dir, 'source', 'cls'),
+                 cls=osp.join(out_dir, 'target', 'cls'),
+                 coco=osp.join(out_dir, 'target', 'coco'),
+                 ade=osp.join(out_dir, 'target', 'ade'))
+    stamp = osp.join(out_dir, STUDY_STAMP)
+    if osp.exists(stamp):
+        os.remove(stamp)  # incomplete until rewritten at the end
+    for part in ('source', 'target'):  # no image of an earlier, larger set stays behind
+        shutil.rmtree(osp.join(out_dir, part), ignore_errors=True)
+    for split, per_class in (('train', source_per_class), ('val', source_val_per_class)):
+        for c, name in enumerate(SOURCE_CLASSES):
+            d = osp.join(roots['source'], split, name)
+            os.makedirs(d, exist_ok=True)
+            shape, fill = name.split('-')
+            for i in range(per_class):
+                img = _study_object(_stream(seed, 'source', split, c, i), source_size, shape,
+                                    fill, 'source')
+                Image.fromarray(img).save(osp.join(d, f'{name}_{i:05d}.png'))
+    for split, per_class in (('train', shots), ('val', cls_val_per_class),
+                             ('test', cls_test_per_class)):
+        for c, shape in enumerate(SHAPES_CLASSES):
+            d = osp.join(roots['cls'], split, shape)
+            os.makedirs(d, exist_ok=True)
+            for i in range(per_class):
+                rng = _stream(seed, 'cls', split, c, i)
+                fill = STUDY_FILLS[int(rng.integers(len(STUDY_FILLS)))]
+                img = _study_object(rng, cls_size, shape, fill, 'target')
+                Image.fromarray(img).save(osp.join(d, f'{shape}_{i:05d}.png'))
+    for split, n in (('train', train_scenes), ('val', val_scenes), ('test', test_scenes)):
+        img_dir = osp.join(roots['coco'], split)
+        ade_img = osp.join(roots['ade'], 'images', split)
+        ade_ann = osp.join(roots['ade'], 'annotations', split)
+        for d in (img_dir, ade_img, ade_ann):
+            os.makedirs(d, exist_ok=True)
+        scenes = []
+        for i in range(n):
+            img, label, objs = _study_scene(_stream(seed, 'scene', split, i), scene_size,
+                                            max_shapes)
+            name = f'{split}_{i:05d}'
+            Image.fromarray(img).save(osp.join(img_dir, name + '.png'))
+            Image.fromarray(img).save(osp.join(ade_img, name + '.png'))
+            Image.fromarray(label).save(osp.join(ade_ann, name + '.png'))
+            scenes.append((name + '.png', img, objs))
+        _write_coco(roots['coco'], split, scenes)
+    with open(stamp + '.tmp', 'w') as f:
+        json.dump(args, f, indent=1, sort_keys=True)
+    os.replace(stamp + '.tmp', stamp)
+    return roots
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description='Generate the synthetic shapes dataset in COCO, Pascal VOC, ADE20K '
@@ -214,9 +518,20 @@ def main() -> None:
                         help='Side of the square scene images in pixels (default: 128).')
     parser.add_argument('--seed', type=int, default=0,
                         help='Random seed: the same seed writes the same files (default: 0).')
+    parser.add_argument('--study', action='store_true',
+                        help='Write the PEFT study\'s transfer sets instead (a 56-class source '
+                        'classification set and shifted few-shot target sets with train/val/'
+                        'test splits; generate_study_shapes with its default sizes, --shots '
+                        'and --seed); the size options above do not apply.')
+    parser.add_argument('--shots', type=int, default=16,
+                        help='With --study: target classification training images per class '
+                        '(default: 16).')
     args = parser.parse_args()
-    roots = generate_shapes(args.out_dir, args.num_train, args.num_val,
-                            args.num_cls_per_class, args.img_size, seed=args.seed)
+    if args.study:
+        roots = generate_study_shapes(args.out_dir, shots=args.shots, seed=args.seed)
+    else:
+        roots = generate_shapes(args.out_dir, args.num_train, args.num_val,
+                                args.num_cls_per_class, args.img_size, seed=args.seed)
     for k, v in roots.items():
         print(f'{k:5s} -> {v}')
 

@@ -78,3 +78,60 @@ def test_command_line_runs_clean(tmp_path):
     assert 'Warning' not in proc.stderr, proc.stderr
     assert (tmp_path / 's' / 'ade' / 'annotations' / 'training' / 'train_00000.png').exists()
     assert 'num_classes=5' in (tmp_path / 's' / 'README.txt').read_text()
+
+
+def _bytes(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def test_study_sets_deterministic_nested_and_shifted(tmp_path):
+    import os
+
+    from mona_mm.datasets import SOURCE_CLASSES, STUDY_SHAPES, generate_study_shapes
+    assert set(SHAPES_CLASSES) < set(STUDY_SHAPES) and len(STUDY_SHAPES) == 8
+    kw = dict(source_per_class=1, source_val_per_class=1, source_size=32, shots=2,
+              cls_val_per_class=1, cls_test_per_class=1, cls_size=32, scene_size=64,
+              train_scenes=2, val_scenes=1, test_scenes=1)
+    a = generate_study_shapes(str(tmp_path / 'a'), **kw)
+    again = generate_study_shapes(str(tmp_path / 'again'), **kw)
+    fewer = generate_study_shapes(str(tmp_path / 'fewer'), **dict(kw, shots=1, test_scenes=2))
+    other = generate_study_shapes(str(tmp_path / 'other'), **dict(kw, seed=1))
+    # the source task: every shape in every fill
+    assert len(SOURCE_CLASSES) == 56 and len(set(SOURCE_CLASSES)) == 56
+    assert sorted(os.listdir(osp.join(a['source'], 'train'))) == sorted(SOURCE_CLASSES)
+    # the same arguments write the same files; another seed others
+    ann = osp.join('annotations', 'instances_train.json')
+    assert _bytes(osp.join(a['coco'], ann)) == _bytes(osp.join(again['coco'], ann)) != \
+        _bytes(osp.join(other['coco'], ann))
+    # 1 shot is the first of 2 shots, and resizing one split leaves the others alone
+    assert sorted(os.listdir(osp.join(a['cls'], 'test'))) == sorted(SHAPES_CLASSES)
+    for shape in SHAPES_CLASSES:
+        got = sorted(os.listdir(osp.join(fewer['cls'], 'train', shape)))
+        assert got == [f'{shape}_00000.png']
+        assert _bytes(osp.join(a['cls'], 'train', shape, got[0])) == \
+            _bytes(osp.join(fewer['cls'], 'train', shape, got[0]))
+    for split in ('val', 'test'):
+        name = f'{split}_00000.png'
+        assert _bytes(osp.join(a['coco'], split, name)) == \
+            _bytes(osp.join(fewer['coco'], split, name))
+    # train / val / test in both scene formats; ADE labels 1 (background) .. 5
+    for split in ('train', 'val', 'test'):
+        coco = json.loads(open(osp.join(a['coco'], 'annotations',
+                                        f'instances_{split}.json')).read())
+        assert [c['name'] for c in coco['categories']] == list(SHAPES_CLASSES)
+        assert coco['annotations'] and all(x['area'] > 0 for x in coco['annotations'])
+        label = np.array(Image.open(osp.join(a['ade'], 'annotations', split,
+                                             f'{split}_00000.png')))
+        assert set(np.unique(label)) <= {1, 2, 3, 4, 5} and len(np.unique(label)) > 1
+    # the shift: the targets' object colours have other hues than the source's
+    import colorsys
+
+    from mona_mm.datasets.shapes import _colour
+    rng = np.random.default_rng(0)
+    hues = {d: [(colorsys.rgb_to_hsv(*(_colour(rng, d, light) / 255))[0] + 0.1) % 1.0
+                for _ in range(100) for light in (True, False)] for d in ('source', 'target')}
+    # (hues turned by 0.1, so the source's magenta-red-yellow range does not wrap)
+    assert max(hues['source']) < min(hues['target'])
+    with open(osp.join(str(tmp_path / 'a'), 'study_shapes.json')) as f:
+        assert json.load(f)['shots'] == 2
