@@ -61,7 +61,17 @@ def test_every_method_has_every_paper_config():
             assert len(swin_lb) == n, (codebase, m, got)
 
 
-@pytest.mark.parametrize('path', PAPER, ids=_id)
+# One train step per paper config, except the COCO Cascade Mask R-CNN of every method: its
+# neck and heads are the same for all methods and each method's backbone already trains a
+# step in its VOC RetinaNet, ADE20K UperNet and classification configs, so Full, Mona and
+# Mona+MiMi stand for the family (each Cascade step costs ~15 s; the others are still loaded
+# and checked by test_config_loads).
+_CASCADE_STEPS = ('-full_', '-mona_', '-mona-mimi_')
+PAPER_STEPS = [p for p in PAPER if 'cascade-mask-rcnn_swin-b' not in osp.basename(p)
+               or any(m in osp.basename(p) for m in _CASCADE_STEPS)]
+
+
+@pytest.mark.parametrize('path', PAPER_STEPS, ids=_id)
 def test_paper_config_one_train_step(path, shapes_workspace):
     cfg = Config.fromfile(path)
     bb = cfg.model.backbone
