@@ -24,8 +24,10 @@ class ToyDetector(BaseModel):
             if method in ('Mona', 'MonaReference', 'Adapter', 'AdaptFormer') else {}
         # no drop path: a resumed run then repeats an uninterrupted one exactly (mmengine
         # does not restore the RNG state on resume)
+        # codebase named: without it the scope an earlier test left current picks the Swin
         self.backbone = PEFTSwinTransformer(arch=NANO, peft=dict(type=method, **kw),
-                                            out_indices=(3, ), drop_path_rate=0.)
+                                            codebase='mmdet', out_indices=(3, ),
+                                            drop_path_rate=0.)
         self.head = nn.Linear(256, 1)
 
     def forward(self, inputs, labels, mode='tensor'):
