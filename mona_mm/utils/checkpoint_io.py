@@ -362,6 +362,10 @@ def save_checkpoint_file(checkpoint: dict, path: str) -> str:
     return digest
 
 
+#: the temp name of an atomic save of ``NAME`` by process ``PID``: ``.NAME.tmp-PID``
+_TMP_NAME = re.compile(r'^\..+\.tmp-(\d+)$')
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -372,28 +376,36 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_tmp_files(path: str) -> List[str]:
-    """Remove the temp files (``.NAME.tmp-PID``) a killed save of ``path`` left behind:
-    those whose process is gone. A save in progress (live PID) is left alone.
+def remove_stale_tmp_files(path: str, any_name: bool = False) -> List[str]:
+    """Remove the temp files (``.NAME.tmp-PID``) that killed saves left behind: those whose
+    process is gone. A save in progress (live PID) is left alone. Both atomic savers use
+    this: :func:`save_checkpoint_file` before each save and ``SafeCheckpointHook`` before a
+    run trains.
 
     Args:
-        path: The destination of a save.
+        path: The destination of a save; with ``any_name``, a folder.
+        any_name: Remove the stale temp files of every name in the folder ``path``, not only
+            those of the file ``path``.
 
     Returns:
         The removed files.
     """
-    folder = osp.dirname(osp.abspath(path))
-    prefix = f'.{osp.basename(path)}.tmp-'
-    removed = []
+    if any_name:
+        folder, prefix = osp.abspath(path), None
+    else:
+        folder, prefix = osp.dirname(osp.abspath(path)), f'.{osp.basename(path)}.tmp-'
+    removed: List[str] = []
     if not osp.isdir(folder):
         return removed
-    for name in os.listdir(folder):
-        pid = name[len(prefix):]
-        if name.startswith(prefix) and pid.isdigit() and int(pid) != os.getpid() and \
-                not _pid_alive(int(pid)):
+    for name in sorted(os.listdir(folder)):
+        match = _TMP_NAME.match(name)
+        if match is None or (prefix is not None and not name.startswith(prefix)):
+            continue
+        pid, full = int(match.group(1)), osp.join(folder, name)
+        if pid != os.getpid() and not _pid_alive(pid) and osp.isfile(full):
             try:
-                os.remove(osp.join(folder, name))
-                removed.append(osp.join(folder, name))
+                os.remove(full)
+                removed.append(full)
             except OSError:
                 pass
     return removed

@@ -122,8 +122,12 @@ def _hook(runner):
 @pytest.mark.parametrize('keep', [1, 2])
 def test_keeps_the_newest_and_cleans_leftovers(tmp_path, keep):
     # temp files of a killed run go at before_train; other files stay
-    leftovers = [tmp_path / '.iter_9.pth.tmp-12345', tmp_path / '.last_checkpoint.tmp-7']
-    for p in leftovers + [tmp_path / 'notes.tmp-1']:
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    leftovers = [tmp_path / f'.iter_9.pth.tmp-{dead.pid}',
+                 tmp_path / f'.last_checkpoint.tmp-{dead.pid}']
+    live = tmp_path / f'.iter_8.pth.tmp-{os.getppid()}'  # a save in progress elsewhere
+    for p in leftovers + [tmp_path / 'notes.tmp-1', live]:
         p.write_bytes(b'partial')
     rec = Record(tmp_path)
     runner = make_runner(tmp_path, max_iters=5, max_keep_ckpts=keep, extra_hooks=[rec],
@@ -131,7 +135,7 @@ def test_keeps_the_newest_and_cleans_leftovers(tmp_path, keep):
     runner.train()
     assert _ckpts(tmp_path) == [f'iter_{i}.pth' for i in range(6 - keep, 6)]
     assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_5.pth')
-    assert _tmp_files(tmp_path) == []
+    assert _tmp_files(tmp_path) == [str(live)]
     assert (tmp_path / 'notes.tmp-1').exists()
     assert len(rec.snapshots) == 5  # before_save_checkpoint ran once per save
     assert runner.message_hub.get_info('keep_ckpt_ids') == list(range(6 - keep, 6))

@@ -11,11 +11,9 @@ from mmengine.hooks import CheckpointHook
 from mmengine.runner import Runner
 
 from mona_mm.registry import HOOKS
-from mona_mm.utils.checkpoint_io import stamp_hash
+from mona_mm.utils.checkpoint_io import remove_stale_tmp_files, stamp_hash
 
 # ``.<name>.tmp-<pid>``: hidden, and never matched by ``filename_tmpl`` or a ``*.pth`` glob
-_TMP_RE = re.compile(r'^\..+\.tmp-\d+$')
-
 
 def _tmp_name(filename: str) -> str:
     head, tail = osp.split(filename)
@@ -222,18 +220,14 @@ class SafeCheckpointHook(CheckpointHook):
 
     def _remove_leftover_tmp_files(self, runner) -> None:
         """Remove temp files of a run killed while saving (resume never reads them: it follows
-        ``last_checkpoint``, which only ever names complete checkpoints)."""
+        ``last_checkpoint``, which only ever names complete checkpoints); a save in progress
+        in another live process keeps its file."""
         dirs = {osp.normpath(d) for d in (self.out_dir, runner.work_dir,
                 osp.join(self.out_dir, osp.dirname(self.filename_tmpl)))}
         for d in sorted(dirs):
-            if not osp.isdir(d):
-                continue
-            for name in sorted(os.listdir(d)):
-                path = osp.join(d, name)
-                if _TMP_RE.match(name) and osp.isfile(path):
-                    _remove_quietly(path)
-                    runner.logger.info(f'SafeCheckpointHook: removed {path}, left by a run '
-                                       'killed while saving')
+            for path in remove_stale_tmp_files(d, any_name=True):
+                runner.logger.info(f'SafeCheckpointHook: removed {path}, left by a run '
+                                   'killed while saving')
 
     # ------------------------------------------------------------------ leftovers
     def _clean_after_resume(self, runner) -> None:
