@@ -205,13 +205,36 @@ def _vit(codebase, **kw):
                                  **kw)
 
 
-@pytest.mark.parametrize('out_indices', [2, -3, [0, 2], [], (5, )])
+@pytest.mark.parametrize('out_indices', [2, [0, 2], [], (2, )])
 def test_mmpretrain_vit_out_indices(out_indices):
+    # what upstream accepts and never outputs (index == num_layers, nothing)
     with pytest.raises(ValueError, match=r'^PEFTVisionTransformer \(mmpretrain\): '
                        r'out_indices must be a layer index or a non-empty sequence of them, '
                        r'each in \[-2, 2\) for 2 layers \(got '
                        + re.escape(repr(out_indices)) + r'\)$'):
         _vit('mmpretrain', out_indices=out_indices)
+
+
+@pytest.mark.parametrize('out_indices', [-3, (5, ), 3, 1.0, None, [0, 'x']])
+def test_vit_out_indices_upstream_refuses_keep_its_exception(out_indices):
+    # what the installed upstream class refuses itself raises the same exception type here
+    from mmpretrain.models.backbones import VisionTransformer
+    kw = dict(arch=dict(TINY_VIT), img_size=32, patch_size=8, out_indices=out_indices)
+    with pytest.raises(Exception) as upstream:
+        VisionTransformer(**kw)
+    with pytest.raises(type(upstream.value)):
+        _vit('mmpretrain', out_indices=out_indices)
+
+
+@pytest.mark.parametrize('out_indices', [1., 'a', None])
+def test_mmseg_vit_out_indices_upstream_refuses_keep_its_exception(out_indices):
+    from mmseg.models.backbones import VisionTransformer
+    kw = dict(embed_dims=32, num_layers=2, num_heads=2, img_size=32, patch_size=8,
+              out_indices=out_indices)
+    with pytest.raises(TypeError, match='out_indices must be type of int, list or tuple'):
+        VisionTransformer(**kw)
+    with pytest.raises(TypeError, match='out_indices must be type of int, list or tuple'):
+        _vit('mmseg', out_indices=out_indices)
 
 
 def test_mmpretrain_vit_negative_indices_are_valid():
@@ -237,8 +260,9 @@ def test_mmpretrain_vit_frozen_stages_and_heads():
         _vit('mmpretrain', arch=dict(TINY_VIT, num_heads=3))
 
 
-@pytest.mark.parametrize('out_indices', [2, -2, [2], [-1], [], (0, 5)])
+@pytest.mark.parametrize('out_indices', [2, -2, [2], [-1], [], (0, 5), [0.5]])
 def test_mmseg_vit_out_indices(out_indices):
+    # what upstream accepts and never outputs
     with pytest.raises(ValueError, match=r'^PEFTVisionTransformer \(mmseg\): out_indices '
                        r'must be -1 \(the last layer\), a layer index in \[0, 2\) or a '
                        r'non-empty list of them .*\(got ' + re.escape(repr(out_indices))

@@ -94,6 +94,26 @@ def build_peft_method(cfg: Union[str, dict, BasePEFTMethod, None]) -> BasePEFTMe
     return cls(**cfg)
 
 
+def block_width(block: nn.Module, spec: BackboneSpec) -> int:
+    """The channel count of ``block``: of its submodule ``spec.width``, a LayerNorm or any
+    other norm (BatchNorm, GroupNorm: upstream ``norm_cfg`` may choose them), or a conv or
+    linear layer (its output channels).
+
+    Args:
+        block: One block of the backbone.
+        spec: The family's spec.
+    """
+    module = block.get_submodule(spec.width)
+    for attr in ('normalized_shape', 'num_features', 'num_channels', 'out_channels',
+                 'out_features'):
+        value = getattr(module, attr, None)
+        if value is not None:
+            return int(value[0] if isinstance(value, (tuple, list, torch.Size)) else value)
+    raise TypeError(f'{spec.name} spec: cannot read a channel count from {spec.width!r} '
+                    f'({type(module).__name__}) of {type(block).__name__}: `width` must name '
+                    'a norm, conv or linear layer of the block')
+
+
 def _plain(value):
     """Config values as plain, comparable data (tuples and lists alike)."""
     if isinstance(value, (list, tuple)):
@@ -311,8 +331,16 @@ class PEFTBackboneMixin:
         #: Names of the blocks, in forward order (what Partial and MiMi plots count).
         self.peft_blocks: List[str] = [name for name, _ in blocks]
         offered = tuple(spec.points)
+        # methods that only choose what trains (Full, Fixed, BitFit...) touch no block, so
+        # the block's width is never read: the model stays the upstream one, whatever norms
+        # its arguments chose
+        changes_blocks = any(
+            getattr(type(self.peft_method), fn) is not getattr(BasePEFTMethod, fn)
+            for fn in ('build_adapters', 'modify_block'))
         for index, (name, block) in enumerate(blocks):
-            dims = block.get_submodule(spec.width).normalized_shape[0]
+            if not changes_blocks:
+                continue
+            dims = block_width(block, spec)
             adapters = self.peft_method.build_adapters(dims, index, offered)
             if adapters:
                 holder = BlockAdapters(adapters, spec, self._peft_context,

@@ -17,8 +17,8 @@ VIT_CLASSES = {
 
 def _check_vit_args(codebase: str, cls: type, args: tuple, kwargs: dict) -> dict:
     """Raise a ValueError naming the argument for layer indices the upstream ViT of
-    ``codebase`` would take with an IndexError or a silently missing output, and for head
-    counts that fail only at the first forward; return ``kwargs``, with a tuple of
+    ``codebase`` would take with a silently missing output, and for head counts that fail
+    only at the first forward; return ``kwargs``, with a tuple of
     ``out_indices`` holding negative indices given to mmpretrain as a list (which it
     resolves in place: a tuple fails there with a TypeError).
     Whatever it already rejects clearly (unknown arch, arch dict keys) is left to it."""
@@ -43,24 +43,29 @@ def _check_vit_args(codebase: str, cls: type, args: tuple, kwargs: dict) -> dict
             is_int(heads) and heads > 0 and dims % heads:
         raise ValueError(f'{who}: num_heads={heads} must divide embed_dims={dims}')
     out_indices = bound['out_indices']
+    # only what upstream takes silently (an output that never comes) is ours to refuse; what
+    # it refuses itself (wrong types, indices past the end) keeps upstream's exception
     if codebase == 'mmpretrain':
-        # negative indices count from the end, as upstream resolves them
+        # it accepts index == num_layers (negative ones count from the end) and never outputs
+        # it, and an empty sequence (no outputs)
         indices = [out_indices] if is_int(out_indices) else out_indices
-        if not isinstance(indices, Sequence) or not indices or \
-                not all(is_int(i) and -layers <= i < layers for i in indices):
+        if isinstance(indices, Sequence) and not isinstance(indices, str) and \
+                (not indices or any(is_int(i) and i == layers for i in indices)):
             raise ValueError(f'{who}: out_indices must be a layer index or a non-empty '
                              f'sequence of them, each in [{-layers}, {layers}) for '
                              f'{layers} layers (got {out_indices!r})')
-        if isinstance(out_indices, tuple) and any(i < 0 for i in out_indices):
+        if isinstance(out_indices, tuple) and any(is_int(i) and i < 0 for i in out_indices):
             kwargs = dict(kwargs, out_indices=list(out_indices))
     else:
-        # mmseg takes the int -1 as the last layer, and no other negative index
+        # mmseg takes the int -1 as the last layer, and no other negative index: any index
+        # that is not a layer's is accepted and never output
         if is_int(out_indices):
             ok = out_indices == -1 or 0 <= out_indices < layers
+        elif isinstance(out_indices, (list, tuple)):
+            ok = (len(out_indices) > 0 or bool(bound['out_origin'])) and \
+                all(isinstance(i, (int, float)) and i in range(layers) for i in out_indices)
         else:
-            ok = isinstance(out_indices, (list, tuple)) and \
-                (len(out_indices) > 0 or bool(bound['out_origin'])) and \
-                all(is_int(i) and 0 <= i < layers for i in out_indices)
+            ok = True  # upstream raises its TypeError
         if not ok:
             raise ValueError(f'{who}: out_indices must be -1 (the last layer), a layer index '
                              f'in [0, {layers}) or a non-empty list of them (no negative '

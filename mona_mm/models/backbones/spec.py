@@ -72,8 +72,9 @@ class BackboneSpec:
             which is forward order.
         points: ``{point name: AdapterPoint}`` the blocks offer (point names are those the
             PEFT methods ask for, see ``mona_mm.models.peft.base.ADAPTER_POINTS``).
-        width: Attribute path, relative to a block, of a LayerNorm whose
-            ``normalized_shape[0]`` is the block's channel count.
+        width: Attribute path, relative to a block, of a layer whose channel count is the
+            block's: a norm (LayerNorm, BatchNorm, GroupNorm) or a conv/linear layer (its
+            output channels). Read only for methods that add adapters or change blocks.
         layout: One of :data:`LAYOUTS`.
         grid: One of :data:`GRID_SOURCES`.
         qkv: Path (relative to a block) of the fused qkv projection LoRA adapts: an

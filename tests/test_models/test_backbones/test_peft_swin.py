@@ -219,3 +219,17 @@ def test_mmdet_style_arch_arguments_and_mmpretrain_img_size():
     assert len(bb.stages[2].blocks) == 2
     bb = PEFTSwinTransformer(arch='tiny', img_size=224, out_indices=(3, ))
     assert bb.out_indices == (3, )
+
+
+@pytest.mark.parametrize('peft', ['Full', 'Fixed', 'BitFit'])
+def test_methods_that_change_no_block_build_any_upstream_norms(peft):
+    # mmpretrain's own Swin test builds BN block norms: Full (and any method that only picks
+    # what trains) must build whatever upstream builds, and equal it
+    from mmpretrain.models.backbones import SwinTransformer
+    kw = dict(arch=dict(embed_dims=32, depths=(2, 2), num_heads=(1, 2)), img_size=64,
+              out_indices=(1, ), stage_cfgs=dict(block_cfgs=dict(norm_cfg=dict(type='BN'))))
+    torch.manual_seed(0)
+    ref = SwinTransformer(**kw)
+    ours = PEFTSwinTransformer(codebase='mmpretrain', peft=peft, **kw)
+    assert isinstance(ours.stages[0].blocks[0].norm1, nn.BatchNorm2d)
+    assert ours.state_dict().keys() == ref.state_dict().keys()
