@@ -19,7 +19,8 @@ PAPER = [p for p in ALL if '/demo/' not in p]
 
 #: Where the demo's pretraining configs write their backbones (`make demo` the Swin one).
 DEMO_PRETRAINED = ('work_dirs/demo/pretrain/epoch_20.pth',
-                   'work_dirs/demo/pretrain_vit/epoch_20.pth')
+                   'work_dirs/demo/pretrain_vit/epoch_20.pth',
+                   'work_dirs/demo/pretrain_swinv2/epoch_20.pth')
 
 
 def _id(p):
@@ -38,6 +39,7 @@ def _pretrained_checkpoint(cfg):
 def test_config_loads(path):
     cfg = Config.fromfile(path)
     assert cfg.model.backbone.type in ('mona_mm.PEFTSwinTransformer',
+                                       'mona_mm.PEFTSwinTransformerV2',
                                        'mona_mm.PEFTVisionTransformer')
     assert 'mona_mm' in cfg.custom_imports['imports']
     assert cfg.default_scope in ('mmdet', 'mmseg', 'mmpretrain')

@@ -6,9 +6,9 @@ Example: python tools/analysis_tools/count_trainable.py --arch swin-base swin-la
 A method is named by its slug (the name of its config folder: ``norm-tuning``, ``partial-1``...)
 or its registered type (``NormTuning``, ``Partial``); the table prints the slug.
 
-An arch is ``<family>-<arch>``: ``swin-{tiny,small,base,large}``, ``vit-<mmpretrain ViT
-arch>`` (``vit-base`` is ViT-B/16, ``vit-dinov2-base``...), ``convnext-<arch>``; a bare Swin
-arch (``base``) means ``swin-base``.
+An arch is ``<family>-<arch>``: ``swin-{tiny,small,base,large}``, ``swinv2-<arch>``
+(mmpretrain's Swin V2 archs), ``vit-<mmpretrain ViT arch>`` (``vit-base`` is ViT-B/16,
+``vit-dinov2-base``...), ``convnext-<arch>``; a bare Swin arch (``base``) means ``swin-base``.
 """
 import argparse
 
@@ -16,7 +16,7 @@ import torch
 
 import mona_mm  # noqa: F401
 from mona_mm.models import (SWIN_ARCHS, PEFTBackbone, PEFTSwinTransformer,
-                            PEFTVisionTransformer, iter_adapters)
+                            PEFTSwinTransformerV2, PEFTVisionTransformer, iter_adapters)
 from mona_mm.models.peft.names import method_slug, peft_config
 from mona_mm.utils import count_trainable
 
@@ -34,11 +34,14 @@ def build(arch: str, peft: str) -> torch.nn.Module:
     cfg = peft_config(peft)
     if family == 'swin':
         return PEFTSwinTransformer(arch=name, peft=cfg)
+    if family == 'swinv2':
+        return PEFTSwinTransformerV2(arch=name, peft=cfg)
     if family == 'vit':
         return PEFTVisionTransformer(arch=name, peft=cfg, codebase='mmpretrain')
     if family == 'convnext':
         return PEFTBackbone(dict(type='mmpretrain.ConvNeXt', arch=name), peft=cfg)
-    raise SystemExit(f'unknown arch {arch!r}: use swin-<arch>, vit-<arch> or convnext-<arch>')
+    raise SystemExit(f'unknown arch {arch!r}: use swin-<arch>, swinv2-<arch>, vit-<arch> or '
+                     'convnext-<arch>')
 
 
 def _method(name: str) -> str:
@@ -53,7 +56,7 @@ def main() -> None:
         description='Print the trainable backbone parameters of PEFT backbones for the given '
         'archs and methods, as a markdown table.')
     parser.add_argument('--arch', nargs='+', default=['swin-base', 'swin-large', 'vit-base'],
-                        help='Backbones: swin-<arch>, vit-<mmpretrain ViT arch> or '
+                        help='Backbones: swin-<arch>, swinv2-<arch>, vit-<mmpretrain ViT arch> or '
                         'convnext-<arch>, e.g. swin-base vit-dinov2-base; a bare Swin arch '
                         'means swin-<arch> (default: swin-base swin-large vit-base).')
     parser.add_argument('--peft', nargs='+', type=_method, default=['mona'], metavar='METHOD',

@@ -220,6 +220,7 @@ class BlockAdapters(nn.ModuleDict):
         self._recompute = recompute
         self._grid: Optional[Tuple[int, int]] = None
         self._stash: Dict[str, Tuple[Tensor, Tensor]] = {}
+        self._inputs: Dict[str, Tensor] = {}  # branch inputs (``source`` of a point)
 
     # ------------------------------------------------------------------ wiring
     def attach(self, block: nn.Module) -> None:
@@ -230,8 +231,12 @@ class BlockAdapters(nn.ModuleDict):
             target = block.get_submodule(spec.module) if spec.module else block
             if spec.kind == 'output':
                 target.register_forward_hook(functools.partial(self._on_output, point))
-            elif spec.kind == 'parallel':
-                target.register_forward_hook(functools.partial(self._on_parallel, point))
+            elif spec.kind in ('parallel', 'post_residual'):
+                if spec.source:  # the stream entering the branch, kept for the module's hook
+                    block.get_submodule(spec.source).register_forward_pre_hook(
+                        functools.partial(self._keep_input, point))
+                on = self._on_parallel if spec.kind == 'parallel' else self._on_post_residual
+                target.register_forward_hook(functools.partial(on, point))
             else:
                 target.register_forward_pre_hook(functools.partial(self._on_residual, point))
                 block.get_submodule(spec.consumer).register_forward_pre_hook(
@@ -267,10 +272,31 @@ class BlockAdapters(nn.ModuleDict):
         out[index] = self._call(point, out[index])
         return tuple(out)
 
+    def _keep_input(self, point: str, module: nn.Module, args: tuple) -> None:
+        if point in self:
+            self._inputs[point] = args[0]
+
+    def _kept_input(self, point: str, module: nn.Module) -> Tensor:
+        x = self._inputs.pop(point, None)
+        if x is None:
+            raise RuntimeError(
+                f'adapter point {point!r}: {type(module).__name__} ran without its branch '
+                f'input ({self._points[point].source} did not run first); the block no '
+                'longer matches its spec')
+        return x
+
     def _on_parallel(self, point: str, module: nn.Module, args: tuple, out: Tensor):
         if point not in self:
             return None
-        return out + self._call(point, args[0])
+        x = self._kept_input(point, module) if self._points[point].source else args[0]
+        return out + self._call(point, x)
+
+    def _on_post_residual(self, point: str, module: nn.Module, args: tuple, out: Tensor):
+        if point not in self:
+            return None
+        x = self._kept_input(point, module)
+        # the block adds x back: x + (adapter(x + out) - x) is the adapted stream
+        return self._call(point, x + out) - x
 
     def _on_residual(self, point: str, module: nn.Module, args: tuple):
         if point not in self:

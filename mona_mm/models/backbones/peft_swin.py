@@ -228,8 +228,8 @@ def PEFTSwinTransformer(*args, codebase: Optional[str] = None, pretrained_out_no
     if codebase == 'mmpretrain' and (isinstance(kwargs.get('window_size'), (list, tuple))
                                      or 'pretrained_window_sizes' in kwargs):
         raise ValueError('PEFTSwinTransformer is Swin V1; this config is a Swin V2 one '
-                         '(per-stage window_size / pretrained_window_sizes). Swin V2 blocks '
-                         '(post-norm) have no adapter spec yet.')
+                         '(per-stage window_size / pretrained_window_sizes): use '
+                         "type='mona_mm.PEFTSwinTransformerV2'")
     if codebase != 'mmpretrain':
         kwargs = _arch_to_dims(dict(kwargs))
     if not isinstance(pretrained_out_norm, bool):
@@ -245,3 +245,25 @@ def PEFTSwinTransformer(*args, codebase: Optional[str] = None, pretrained_out_no
 
 
 MODELS.register_module(name='PEFTSwinTransformer', module=PEFTSwinTransformer)
+
+SWIN_V2_CLASS = 'mmpretrain.models.backbones.swin_transformer_v2.SwinTransformerV2'
+
+
+def PEFTSwinTransformerV2(*args, **kwargs) -> nn.Module:
+    """mmpretrain's Swin Transformer V2 with PEFT adapters (Mona by default).
+
+    The one-line switch of a V2 config (``mmpretrain::swin_transformer_v2/...``: ``type=
+    'mona_mm.PEFTSwinTransformerV2'``); every argument keeps its upstream meaning, and with
+    ``peft=dict(type='Full')`` it is the upstream class bit for bit. The blocks are post-norm
+    (``x = x + norm(branch(x))``): Mona rewrites the stream after each residual add, as on V1
+    (``specs/swin_v2.py``). LoRA is refused: V2's attention never calls its qkv layer.
+
+    Args:
+        *args: Positional arguments of mmpretrain's ``SwinTransformerV2``.
+        **kwargs: Its keyword arguments, plus ``peft`` and ``recompute`` (see
+            :class:`~.injection.PEFTBackboneMixin`).
+    """
+    return peft_backbone_class(import_class(SWIN_V2_CLASS))(*args, **kwargs)
+
+
+MODELS.register_module(name='PEFTSwinTransformerV2', module=PEFTSwinTransformerV2)

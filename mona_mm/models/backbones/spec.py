@@ -18,9 +18,13 @@ import torch.nn as nn
 #:   ``residual``: the adapter rewrites the residual stream that enters ``module`` (a norm) and
 #:                 that ``consumer`` receives as its ``identity`` keyword (the stream after the
 #:                 previous residual add: ``x = consumer(module(x), identity=x)``)
-#:   ``parallel``: the adapter reads the input of ``module`` and its output is added to the
-#:                 module's output (a branch beside it)
-POINT_KINDS = ('output', 'residual', 'parallel')
+#:   ``parallel``: the adapter reads the input of ``source`` (default: ``module``) and its
+#:                 output is added to the module's output (a branch beside it)
+#:   ``post_residual``: for post-norm blocks (``x = x + module(source(x))``, Swin V2): the
+#:                 adapter rewrites the residual stream after that add; ``module`` (the norm
+#:                 closing the branch) returns ``adapter(x + out) - x``, ``x`` being the input
+#:                 of ``source`` (the branch's first module)
+POINT_KINDS = ('output', 'residual', 'parallel', 'post_residual')
 
 #: Token layouts: (B, N, C) tokens on an H x W grid, optionally preceded by extra tokens
 #: (cls / distillation / register tokens: N = extra + H * W), or (B, C, H, W) maps.
@@ -42,18 +46,27 @@ class AdapterPoint:
         module: Path of the submodule, relative to the block (``''``: the block).
         consumer: For ``residual``: the module whose ``identity`` keyword carries the stream.
         index: If the module returns a tuple, the element the adapter rewrites.
+        source: For ``parallel`` (optional) and ``post_residual``: the module whose input the
+            adapter reads (the residual stream entering the branch).
     """
 
     kind: str
     module: str = ''
     consumer: str = ''
     index: Optional[int] = None
+    source: str = ''
 
     def __post_init__(self) -> None:
         if self.kind not in POINT_KINDS:
             raise ValueError(f'AdapterPoint kind must be one of {POINT_KINDS}, got {self.kind!r}')
         if self.kind == 'residual' and not (self.module and self.consumer):
             raise ValueError('a residual point needs `module` (the norm) and `consumer`')
+        if self.kind == 'post_residual' and not (self.module and self.source):
+            raise ValueError('a post_residual point needs `module` (the norm closing the '
+                             'branch) and `source` (the branch\'s first module)')
+        if self.source and self.kind not in ('parallel', 'post_residual'):
+            raise ValueError(f'`source` is for parallel and post_residual points, not '
+                             f'{self.kind!r}')
 
 
 #: Converts a backbone state dict (keys relative to the backbone) of any layout the family
@@ -79,6 +92,7 @@ class BackboneSpec:
         grid: One of :data:`GRID_SOURCES`.
         qkv: Path (relative to a block) of the fused qkv projection LoRA adapts: an
             ``nn.Linear`` or an ``nn.MultiheadAttention`` (its ``in_proj_weight``).
+        no_qkv: Why a family has no ``qkv`` LoRA can adapt (in LoRA's refusal).
         recompute: ``{part: submodule path}`` that ``recompute=(part, ...)`` may
             checkpoint besides ``'adapters'``.
         convert: Checkpoint converter (see :data:`Converter`); None: the upstream keys only.
@@ -92,6 +106,7 @@ class BackboneSpec:
     layout: str = 'tokens'
     grid: str = 'block_arg'
     qkv: Optional[str] = None
+    no_qkv: str = ''
     recompute: Dict[str, str] = field(default_factory=dict)
     convert: Optional[Converter] = None
     extra_tokens: str = 'none'

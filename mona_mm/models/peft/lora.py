@@ -167,7 +167,9 @@ class LoRAMethod(BasePEFTMethod):
 
     def modify_block(self, block: nn.Module, embed_dims: int, index: int, spec) -> None:
         if not spec.qkv:
-            raise ValueError(f'LoRA needs a qkv projection; {spec.name} blocks name none')
+            why = f' ({spec.no_qkv})' if spec.no_qkv else ''
+            raise ValueError(f'LoRA needs a qkv projection; {spec.name} blocks name none'
+                             f'{why}. Methods for it: any other (e.g. Mona, Adapter, BitFit)')
         target = block.get_submodule(spec.qkv)
         kwargs = dict(rank=self.rank, alpha=self.alpha, parts=self.parts)
         if isinstance(target, nn.MultiheadAttention):

@@ -237,8 +237,9 @@ def convert_swin(sd: Dict[str, Tensor], backbone: nn.Module) -> Tuple[Dict[str, 
     last = len(backbone.stages) - 1
     v2 = [k for k in sd if k.endswith(('.logit_scale', '.cpb_mlp.0.weight'))]
     if v2:
-        raise ValueError(f'a Swin V2 checkpoint (e.g. {v2[0]}) cannot load into this Swin V1; '
-                         'Swin V2 blocks (post-norm) have no adapter spec yet')
+        raise ValueError(f'a Swin V2 checkpoint (e.g. {v2[0]}) cannot load into this Swin V1: '
+                         "build the backbone with type='mona_mm.PEFTSwinTransformerV2' (the "
+                         "V2 config's arguments unchanged)")
     if any(k.startswith('layers.') and '.blocks.' in k for k in sd):
         sd = _from_microsoft(sd)
         layout = "Microsoft's Swin layout"

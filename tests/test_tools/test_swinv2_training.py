@@ -1,0 +1,29 @@
+"""Swin V2 through the tools, on generated data: the demo's Mona Swin V2 classifier (from the
+demo's Full pretraining) trains a few iterations with only its adapters changing, and tests."""
+import os.path as osp
+import re
+
+import torch
+
+from tests.conftest import PY, run_tool
+from tests.test_tools.test_train_test import CFG, TEST, _train
+
+
+def test_swinv2_classifier_trains_and_tests(shapes_workspace):
+    cfg = osp.join(CFG, 'swinv2-nano-mona_1xb32-10e_shapes-cls.py')
+    wd = shapes_workspace / 'work_dirs' / 'cls_swinv2'
+    out = _train(cfg, shapes_workspace, wd, ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+                                            'param_scheduler.0.end=2'])
+    assert re.search(r'accuracy/top1: [0-9.]+', out), out[-3000:]
+    trained = torch.load(wd / 'epoch_1.pth', map_location='cpu')['state_dict']
+    base = torch.load(shapes_workspace / 'work_dirs' / 'demo' / 'pretrain_swinv2' /
+                      'epoch_20.pth', map_location='cpu')['state_dict']
+    adapters = [k for k in trained if '.adapters.' in k]
+    assert any(k.startswith('backbone.stages.3.blocks.1.adapters.post_mlp.') for k in adapters)
+    # the frozen backbone is the pretrained one, tensor for tensor; the adapters moved
+    frozen = [k for k in base if k.startswith('backbone.') and k in trained
+              and not k.endswith(('relative_position_index', 'relative_coords_table'))]
+    assert frozen and all(torch.equal(trained[k], base[k]) for k in frozen)
+    out = run_tool([PY, TEST, cfg, str(wd / 'epoch_1.pth'), '--work-dir', str(wd / 'test')],
+                   cwd=shapes_workspace)
+    assert re.search(r'accuracy/top1: [0-9.]+', out)
