@@ -12,6 +12,7 @@ from mmengine.runner import Runner
 
 import mona_mm  # noqa: F401  (registers our modules and the checkpoint allow-list)
 from mona_mm.datasets.checks import check_dataset_annotations
+from mona_mm.engine.optimizers import backbone_lr_mult_warning
 from mona_mm.utils import prepare_cpu_distributed
 
 
@@ -116,53 +117,6 @@ def enable_auto_scale_lr(cfg: Config, config: Optional[str] = None) -> None:
             '; add auto_scale_lr = dict(base_batch_size=N) to the config or '
             '--cfg-options auto_scale_lr.base_batch_size=N.')
     cfg.auto_scale_lr.enable = True
-
-
-def _is_peft_constructor(constructor) -> bool:
-    if isinstance(constructor, type):
-        from mona_mm.engine.optimizers import PEFTOptimWrapperConstructor
-        return issubclass(constructor, PEFTOptimWrapperConstructor)
-    return isinstance(constructor, str) and \
-        constructor.split('.')[-1] == 'PEFTOptimWrapperConstructor'
-
-
-def backbone_lr_mult_warning(cfg: Config) -> Optional[str]:
-    """The warning for a config whose ``custom_keys`` scale the whole backbone (written for
-    full fine-tuning, e.g. Mask2Former's ``'backbone': dict(lr_mult=0.1)``) while the backbone
-    is a mona_mm PEFT backbone and the optimizer is built by mmengine's constructor: the rule
-    then reaches the adapters too, silently. None when nothing is wrong.
-
-    Args:
-        cfg: The merged config (after ``--cfg-options``).
-    """
-    model = cfg.get('model')
-    backbone = model.get('backbone') if isinstance(model, dict) else None
-    kind = backbone.get('type') if isinstance(backbone, dict) else None
-    name = kind if isinstance(kind, str) else getattr(kind, '__name__', '')
-    if not (name.startswith('mona_mm.PEFT') or name.startswith('PEFT')):
-        return None
-    peft = backbone.get('peft')
-    if isinstance(peft, dict) and peft.get('type') == 'Full':
-        return None  # the upstream backbone, trained as upstream
-    wrapper = cfg.get('optim_wrapper')
-    if not isinstance(wrapper, dict) or _is_peft_constructor(wrapper.get('constructor')):
-        return None
-    custom = (wrapper.get('paramwise_cfg') or {}).get('custom_keys') or {}
-    # a key contained in 'backbone.' matches every backbone parameter name (as mmengine's
-    # constructor and PEFTOptimWrapperConstructor match keys: substring of the name)
-    hits = [(k, v) for k, v in custom.items() if isinstance(v, dict) and k in 'backbone.'
-            and any(v.get(m, 1.0) != 1.0 for m in ('lr_mult', 'decay_mult'))]
-    if not hits:
-        return None
-    key, rule = hits[0]
-    mults = ', '.join(f'{m}={rule[m]}' for m in ('lr_mult', 'decay_mult')
-                      if rule.get(m, 1.0) != 1.0)
-    return (f'optim_wrapper.paramwise_cfg.custom_keys[{key!r}] ({mults}) scales every backbone '
-            f'parameter, the adapters of {name} included (a full fine-tuning rule: the '
-            'adapters would train with the scaled learning rate / weight decay). Add '
-            "optim_wrapper = dict(constructor='mona_mm.PEFTOptimWrapperConstructor') to the "
-            'config: it keeps the rule for the rest of the model and trains the adapters '
-            'with the base settings (paramwise_cfg.peft sets their own).')
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
-"""tools/train.py warns, once the runner is built, when a config scales the whole backbone
-(a full fine-tuning rule such as Mask2Former's ``custom_keys={'backbone': dict(lr_mult=0.1)}``)
-while the backbone is a mona_mm PEFT backbone and mmengine's constructor builds the optimizer:
+"""tools/train.py warns (``mona_mm.engine.optimizers.backbone_lr_mult_warning``), once the
+runner is built, when a config scales the whole backbone (a full fine-tuning rule such as
+Mask2Former's ``custom_keys={'backbone': dict(lr_mult=0.1)}``) while the backbone is a mona_mm PEFT backbone and mmengine's constructor builds the optimizer:
 the rule then silently reaches the adapters."""
 import importlib.util
 import os.path as osp

@@ -1,3 +1,4 @@
-from .peft_constructor import PEFTOptimWrapperConstructor, trainable_summary
+from .peft_constructor import (PEFTOptimWrapperConstructor, backbone_lr_mult_warning,
+                               trainable_summary)
 
-__all__ = ['PEFTOptimWrapperConstructor', 'trainable_summary']
+__all__ = ['PEFTOptimWrapperConstructor', 'backbone_lr_mult_warning', 'trainable_summary']

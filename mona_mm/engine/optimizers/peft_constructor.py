@@ -21,7 +21,7 @@ import math
 import numbers
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch.nn as nn
 from mmengine.logging import MMLogger, print_log
@@ -273,3 +273,51 @@ def trainable_summary(model: nn.Module) -> str:
             f"{c['backbone_total']:,} ({pct(c['backbone_trainable'], c['backbone_total'])}), "
             f"neck+heads {c['other_trainable']:,} / {c['total'] - c['backbone_total']:,}, "
             f"total {c['trainable']:,} / {c['total']:,} ({pct(c['trainable'], c['total'])})")
+
+
+def _is_peft_constructor(constructor) -> bool:
+    if isinstance(constructor, type):
+        return issubclass(constructor, PEFTOptimWrapperConstructor)
+    return isinstance(constructor, str) and \
+        constructor.split('.')[-1] == 'PEFTOptimWrapperConstructor'
+
+
+def backbone_lr_mult_warning(cfg: Mapping) -> Optional[str]:
+    """The warning for a config whose ``custom_keys`` scale the whole backbone (written for
+    full fine-tuning, e.g. Mask2Former's ``'backbone': dict(lr_mult=0.1)``) while the backbone
+    is a mona_mm PEFT backbone and the optimizer is built by mmengine's constructor: the rule
+    then reaches the adapters too, silently. None when nothing is wrong.
+
+    ``tools/train.py`` logs it once the runner exists.
+
+    Args:
+        cfg: The merged config (after ``--cfg-options``).
+    """
+    model = cfg.get('model')
+    backbone = model.get('backbone') if isinstance(model, dict) else None
+    kind = backbone.get('type') if isinstance(backbone, dict) else None
+    name = kind if isinstance(kind, str) else getattr(kind, '__name__', '')
+    if not (name.startswith('mona_mm.PEFT') or name.startswith('PEFT')):
+        return None
+    peft = backbone.get('peft')
+    if isinstance(peft, dict) and peft.get('type') == 'Full':
+        return None  # the upstream backbone, trained as upstream
+    wrapper = cfg.get('optim_wrapper')
+    if not isinstance(wrapper, dict) or _is_peft_constructor(wrapper.get('constructor')):
+        return None
+    custom = (wrapper.get('paramwise_cfg') or {}).get('custom_keys') or {}
+    # a key contained in 'backbone.' matches every backbone parameter name (as mmengine's
+    # constructor and PEFTOptimWrapperConstructor match keys: substring of the name)
+    hits = [(k, v) for k, v in custom.items() if isinstance(v, dict) and k in 'backbone.'
+            and any(v.get(m, 1.0) != 1.0 for m in ('lr_mult', 'decay_mult'))]
+    if not hits:
+        return None
+    key, rule = hits[0]
+    mults = ', '.join(f'{m}={rule[m]}' for m in ('lr_mult', 'decay_mult')
+                      if rule.get(m, 1.0) != 1.0)
+    return (f'optim_wrapper.paramwise_cfg.custom_keys[{key!r}] ({mults}) scales every backbone '
+            f'parameter, the adapters of {name} included (a full fine-tuning rule: the '
+            'adapters would train with the scaled learning rate / weight decay). Add '
+            "optim_wrapper = dict(constructor='mona_mm.PEFTOptimWrapperConstructor') to the "
+            'config: it keeps the rule for the rest of the model and trains the adapters '
+            'with the base settings (paramwise_cfg.peft sets their own).')
