@@ -97,6 +97,51 @@ def tables_markdown(rows: Sequence[Row], study: Mapping) -> str:
     return '\n'.join(parts)
 
 
+def headline_table(rows: Sequence[Row], study: Mapping) -> str:
+    """One compact table of the whole study: a row per method, a column per (backbone, task)
+    with the test metric's mean ± std over seeds (``*``: significantly different from full),
+    and the share of each backbone the method trains.
+
+    Args:
+        rows: From :func:`~.aggregate.summarize`.
+        study: The study summary (``backbones``, ``tasks``, ``methods``, ``seeds``).
+    """
+    if not rows:
+        return '_No finished runs yet._\n'
+    cells = [(b, t) for b in study['backbones'] for t in study['tasks']
+             if any(r.backbone == b and r.task == t for r in rows)]
+    by_key = {(r.backbone, r.task, r.method): r for r in rows}
+    decimals = {(b, t): _decimals([r for r in rows if r.backbone == b and r.task == t])
+                for b, t in cells}
+    backbones = [b for b in study['backbones'] if any(r.backbone == b for r in rows)]
+    head = ['method'] + [f'{b} {t}' for b, t in cells] + \
+        [f'trained ({b})' for b in backbones]
+    lines = ['| ' + ' | '.join(head) + ' |', '|---' + '|---:' * (len(head) - 1) + '|']
+    methods = list(study.get('methods') or sorted({r.method for r in rows}))
+    for m in methods:
+        if not any(r.method == m for r in rows):
+            continue
+        out = [m]
+        for b, t in cells:
+            r = by_key.get((b, t, m))
+            if r is None:
+                out.append('')
+                continue
+            d = decimals[(b, t)]
+            std = '' if math.isnan(r.std) else f' ± {r.std:.{d}f}'
+            out.append(f'{r.mean:.{d}f}{std}' + ('*' if r.significant else '')
+                       + ('' if r.n >= len(study['seeds']) else ' †'))
+        for b in backbones:
+            pct = [r.backbone_pct for r in rows if r.backbone == b and r.method == m]
+            out.append(f'{pct[0]:.2f} %' if pct else '')
+        lines.append('| ' + ' | '.join(out) + ' |')
+    metrics = ', '.join(f'{t}: {c["metric"]}' for t, c in study['tasks'].items())
+    return ('\n'.join(lines) + f'\n\nTest metric ({metrics}), mean ± sample std over '
+            f'{len(study["seeds"])} seeds at the lr chosen on validation; `*`: differs from '
+            f'full by more than two standard errors; †: fewer seeds. "trained": share of the '
+            'backbone the method trains (after MiMi\'s pruning).\n')
+
+
 def plot(rows: Sequence[Row], path: str, study: Mapping) -> str:
     """Metric vs trainable parameters (whole model, log x), one panel per task, error bars
     of the seeds' std, the Pareto front of each backbone marked.
@@ -154,12 +199,14 @@ def plot(rows: Sequence[Row], path: str, study: Mapping) -> str:
     return path
 
 
-def update_docs(md_path: str, blocks: Mapping[str, str]) -> List[str]:
+def update_docs(md_path: str, blocks: Mapping[str, str], only_present: bool = False
+                ) -> List[str]:
     """Replace the bodies of ``<!-- study:NAME -->`` ... ``<!-- /study:NAME -->`` blocks.
 
     Args:
         md_path: The markdown file (e.g. ``docs/study.md``).
         blocks: ``{NAME: new body}``.
+        only_present: Fill the blocks the file has (at least one), not all of ``blocks``.
 
     Returns:
         The names whose body changed.
@@ -171,6 +218,8 @@ def update_docs(md_path: str, blocks: Mapping[str, str]) -> List[str]:
         text = f.read()
     found = {m.group('name') for m in DOC_BLOCK.finditer(text)}
     missing = sorted(set(blocks) - found)
+    if only_present and set(blocks) & found:
+        missing = []
     if missing:
         raise ValueError(f'{md_path} has no block(s) {missing}: add "<!-- study:NAME -->" and '
                          f'"<!-- /study:NAME -->" lines around where each goes; it has '
@@ -195,7 +244,8 @@ def update_docs(md_path: str, blocks: Mapping[str, str]) -> List[str]:
 
 def docs_blocks(rows: Sequence[Row], study: Mapping, plot_rel: str, runs: int,
                 json_rel: str) -> Dict[str, str]:
-    """The generated blocks of ``docs/study.md``: ``results`` (tables) and ``figure``.
+    """The generated blocks of ``docs/study.md``: ``results`` (tables), ``figure`` and
+    ``headline`` (:func:`headline_table`, also the README's).
 
     Args:
         rows: From :func:`~.aggregate.summarize`.
@@ -207,4 +257,5 @@ def docs_blocks(rows: Sequence[Row], study: Mapping, plot_rel: str, runs: int,
     head = (f'Generated from `{json_rel}` ({runs} runs) by '
             '`tools/analysis_tools/peft_study.py --from-json`; do not edit.\n\n')
     return dict(results=head + tables_markdown(rows, study),
-                figure=f'![metric vs trainable parameters]({plot_rel})\n')
+                figure=f'![metric vs trainable parameters]({plot_rel})\n',
+                headline=head + headline_table(rows, study))

@@ -27,7 +27,7 @@ import os
 import os.path as osp
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .aggregate import Row, summarize
 from .report import docs_blocks, plot, tables_markdown, update_docs
@@ -454,7 +454,7 @@ def rows_from(merged: dict) -> List[Row]:
     return summarize(records, chosen, study['seeds'])
 
 
-def render(merged: dict, out_dir: str, docs: Optional[str] = None,
+def render(merged: dict, out_dir: str, docs: Union[str, Sequence[str], None] = None,
            echo: Callable[[str], None] = print, json_name: str = 'study.json'
            ) -> Dict[str, str]:
     """Write ``tables.md`` and ``plot.png`` for a merged study JSON (and update the docs).
@@ -462,8 +462,9 @@ def render(merged: dict, out_dir: str, docs: Optional[str] = None,
     Args:
         merged: ``{'study': ..., 'records': [...]}``.
         out_dir: Where the table and the plot go.
-        docs: A markdown file whose ``<!-- study:results -->`` and ``<!-- study:figure -->``
-            blocks are rewritten.
+        docs: Markdown files whose ``<!-- study:NAME -->`` blocks are rewritten: ``results``,
+            ``figure`` and ``headline`` (the first file must have all three, e.g.
+            ``docs/study.md``; further ones any of them, e.g. the README's ``headline``).
         echo: Where the tables are printed.
         json_name: How the merged JSON is named in the docs caption.
 
@@ -478,15 +479,17 @@ def render(merged: dict, out_dir: str, docs: Optional[str] = None,
         f.write(text)
     plot_path = plot(rows, osp.join(out_dir, 'plot.png'), merged['study'])
     echo(text)
-    if docs is not None:
-        rel = osp.relpath(plot_path, osp.dirname(osp.abspath(docs)))
-        n = sum(1 for r in merged['records'] if r.get('kind', 'finetune') == 'finetune')
-        changed = update_docs(docs, docs_blocks(rows, merged['study'], rel, n, json_name))
-        echo(f'[study] {docs}: ' + (f'updated {changed}' if changed else 'up to date'))
+    docs = [docs] if isinstance(docs, str) else list(docs or [])
+    n = sum(1 for r in merged['records'] if r.get('kind', 'finetune') == 'finetune')
+    for i, md in enumerate(docs):
+        rel = osp.relpath(plot_path, osp.dirname(osp.abspath(md)))
+        changed = update_docs(md, docs_blocks(rows, merged['study'], rel, n, json_name),
+                              only_present=i > 0)
+        echo(f'[study] {md}: ' + (f'updated {changed}' if changed else 'up to date'))
     return dict(tables=tables_path, plot=plot_path)
 
 
-def render_json(path: str, out_dir: str, docs: Optional[str] = None,
+def render_json(path: str, out_dir: str, docs: Union[str, Sequence[str], None] = None,
                 echo: Callable[[str], None] = print) -> Dict[str, str]:
     """:func:`render` for a merged JSON file (``--from-json``)."""
     return render(load_merged(path), out_dir, docs, echo, json_name=path)

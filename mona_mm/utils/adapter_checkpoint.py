@@ -32,7 +32,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def trained_keys(model: nn.Module) -> set:
     """State-dict keys of the trained part: everything outside the backbone (neck, heads,
-    their buffers) plus the backbone parameters its PEFT method trains.
+    their buffers) plus the backbone parameters its PEFT method trains and the buffers of the
+    modules holding them (a trained BatchNorm's running statistics).
 
     Args:
         model: A model whose ``backbone`` is a mona_mm PEFT backbone (or any model: without
@@ -42,11 +43,14 @@ def trained_keys(model: nn.Module) -> set:
     backbone = getattr(model, 'backbone', None)
     method = getattr(backbone, 'peft_method', None)
     params = dict(backbone.named_parameters()) if method is not None else {}
+    trained = {n for n in params if method.is_trainable(n, backbone)} if method else set()
+    # buffers of a module the method trains (a trained BatchNorm's running statistics)
+    owners = {n.rpartition('.')[0] for n in trained} - {''}
     keys = set()
     for k in model.state_dict():
         if method is not None and k.startswith('backbone.'):
             rel = k[len('backbone.'):]
-            if rel in params and method.is_trainable(rel, backbone):
+            if rel in trained or (rel not in params and rel.rpartition('.')[0] in owners):
                 keys.add(k)
         else:
             keys.add(k)

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import os.path as osp
+import re
 import shutil
 import sys
 
@@ -154,15 +155,20 @@ def test_smoke_study_end_to_end(tmp_path, capsys):
     assert set(_results(work)) == set(first)
 
     # --from-json: the same tables and a plot, no config, no training; docs blocks filled
-    docs = tmp_path / 'study.md'
+    docs, readme = tmp_path / 'study.md', tmp_path / 'README.md'
     shutil.copy(osp.join(ROOT, 'docs', 'study.md'), docs)
+    shutil.copy(osp.join(ROOT, 'README.md'), readme)
     again = tmp_path / 'again'
     assert peft_study.main(['--from-json', osp.join(work, 'study.json'), '--out-dir',
-                            str(again), '--update-docs', str(docs)]) == 0
+                            str(again), '--update-docs', str(docs), str(readme)]) == 0
     assert (again / 'tables.md').read_text() == open(osp.join(work, 'tables.md')).read()
     assert (again / 'plot.png').stat().st_size > 1000
     text = docs.read_text()
     assert '| swin-nano | mona |' in text and '](again/plot.png)' in text
+    # the headline table (a row per method, a column per backbone and task), in both files
+    head = '| method | swin-nano cls | trained (swin-nano) |\n|---|---:|---:|\n| full | '
+    assert head in text and head in readme.read_text()
+    assert re.search(r'\n\| mona \| [0-9.]+ ± [0-9.]+\*? \| [0-9.]+ % \|\n', text)
 
 
 def test_run_key_follows_the_config_not_the_folder(tmp_path):

@@ -8,7 +8,8 @@ or its registered type (``NormTuning``, ``Partial``); the table prints the slug.
 
 An arch is ``<family>-<arch>``: ``swin-{tiny,small,base,large}``, ``swinv2-<arch>``
 (mmpretrain's Swin V2 archs), ``vit-<mmpretrain ViT arch>`` (``vit-base`` is ViT-B/16,
-``vit-dinov2-base``...), ``convnext-<arch>``; a bare Swin arch (``base``) means ``swin-base``.
+``vit-dinov2-base``...), ``convnext-<arch>``, ``resnet-<depth>`` (``resnet-50``); a bare Swin
+arch (``base``) means ``swin-base``.
 """
 import argparse
 
@@ -40,8 +41,10 @@ def build(arch: str, peft: str) -> torch.nn.Module:
         return PEFTVisionTransformer(arch=name, peft=cfg, codebase='mmpretrain')
     if family == 'convnext':
         return PEFTBackbone(dict(type='mmpretrain.ConvNeXt', arch=name), peft=cfg)
-    raise SystemExit(f'unknown arch {arch!r}: use swin-<arch>, swinv2-<arch>, vit-<arch> or '
-                     'convnext-<arch>')
+    if family == 'resnet' and name.isdigit():
+        return PEFTBackbone(dict(type='mmpretrain.ResNet', depth=int(name)), peft=cfg)
+    raise SystemExit(f'unknown arch {arch!r}: use swin-<arch>, swinv2-<arch>, vit-<arch>, '
+                     'convnext-<arch> or resnet-<depth>')
 
 
 def _method(name: str) -> str:
@@ -56,9 +59,10 @@ def main() -> None:
         description='Print the trainable backbone parameters of PEFT backbones for the given '
         'archs and methods, as a markdown table.')
     parser.add_argument('--arch', nargs='+', default=['swin-base', 'swin-large', 'vit-base'],
-                        help='Backbones: swin-<arch>, swinv2-<arch>, vit-<mmpretrain ViT arch> or '
-                        'convnext-<arch>, e.g. swin-base vit-dinov2-base; a bare Swin arch '
-                        'means swin-<arch> (default: swin-base swin-large vit-base).')
+                        help='Backbones: swin-<arch>, swinv2-<arch>, vit-<mmpretrain ViT arch>, '
+                        'convnext-<arch> or resnet-<depth>, e.g. swin-base vit-dinov2-base '
+                        'resnet-50; a bare Swin arch means swin-<arch> (default: swin-base '
+                        'swin-large vit-base).')
     parser.add_argument('--peft', nargs='+', type=_method, default=['mona'], metavar='METHOD',
                         help='PEFT methods, each by its slug (full, fixed, bitfit, '
                         'norm-tuning, partial-1, adapter, lora, adaptformer, lorand, mona) or '

@@ -65,9 +65,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out-dir', metavar='DIR',
                         help='Where tables.md and plot.png go (default: the study folder, or '
                         'the JSON\'s folder with --from-json).')
-    parser.add_argument('--update-docs', metavar='MD',
-                        help='Also rewrite the <!-- study:results --> and <!-- study:figure --> '
-                        'blocks of this markdown file (e.g. docs/study.md).')
+    parser.add_argument('--update-docs', metavar='MD', nargs='+',
+                        help='Also rewrite the <!-- study:results -->, <!-- study:figure --> '
+                        'and <!-- study:headline --> blocks of this markdown file (e.g. '
+                        'docs/study.md), and the blocks further files have (e.g. README.md: '
+                        'the headline table).')
     parser.add_argument('--log-level', default='WARNING',
                         help='Log level of the runs\' Runners on the console and in their log '
                         'files (default: %(default)s; INFO shows every iteration log).')

@@ -94,22 +94,32 @@ def build_peft_method(cfg: Union[str, dict, BasePEFTMethod, None]) -> BasePEFTMe
     return cls(**cfg)
 
 
+def _has_submodule(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
+
+
 def block_width(block: nn.Module, spec: BackboneSpec) -> int:
-    """The channel count of ``block``: of its submodule ``spec.width``, a LayerNorm or any
-    other norm (BatchNorm, GroupNorm: upstream ``norm_cfg`` may choose them), or a conv or
-    linear layer (its output channels).
+    """The channel count of ``block``: of its submodule ``spec.width`` (the first of a tuple
+    the block has), a LayerNorm or any other norm (BatchNorm, GroupNorm: upstream
+    ``norm_cfg`` may choose them), or a conv or linear layer (its output channels).
 
     Args:
         block: One block of the backbone.
         spec: The family's spec.
     """
-    module = block.get_submodule(spec.width)
+    paths = (spec.width, ) if isinstance(spec.width, str) else tuple(spec.width)
+    path = next((p for p in paths if _has_submodule(block, p)), paths[0])
+    module = block.get_submodule(path)
     for attr in ('normalized_shape', 'num_features', 'num_channels', 'out_channels',
                  'out_features'):
         value = getattr(module, attr, None)
         if value is not None:
             return int(value[0] if isinstance(value, (tuple, list, torch.Size)) else value)
-    raise TypeError(f'{spec.name} spec: cannot read a channel count from {spec.width!r} '
+    raise TypeError(f'{spec.name} spec: cannot read a channel count from {path!r} '
                     f'({type(module).__name__}) of {type(block).__name__}: `width` must name '
                     'a norm, conv or linear layer of the block')
 
@@ -415,8 +425,21 @@ class PEFTBackboneMixin:
 
     def train(self, mode: bool = True) -> nn.Module:
         """The upstream ``train()`` (frozen stages, norm_eval...), returning the module as
-        ``nn.Module.train`` does (mmdet's, mmseg's and mmpretrain's return None)."""
+        ``nn.Module.train`` does (mmdet's, mmseg's and mmpretrain's return None).
+
+        A BatchNorm whose parameters are all frozen (every BatchNorm under Fixed, Mona,
+        LoRA...) then runs in eval mode, as with mmdet's ``norm_eval=True``: its running
+        statistics are frozen backbone state too (they would drift on the target data, and an
+        adapter-only checkpoint, which holds what trains, would not carry them). A BatchNorm
+        the method trains (BitFit, NormTuning) updates them as upstream, and they are saved
+        with it. Full (which freezes nothing) is left exactly as upstream.
+        """
         super().train(mode)
+        if mode and self._peft_freezes:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and \
+                        not any(p.requires_grad for p in module.parameters(recurse=False)):
+                    module.eval()
         return self
 
     def _warn_if_random(self, module: nn.Module, args: tuple) -> None:

@@ -9,7 +9,7 @@ upstream classes they describe; adding a backbone family is one spec file (see
 """
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch.nn as nn
 
@@ -87,7 +87,8 @@ class BackboneSpec:
             PEFT methods ask for, see ``mona_mm.models.peft.base.ADAPTER_POINTS``).
         width: Attribute path, relative to a block, of a layer whose channel count is the
             block's: a norm (LayerNorm, BatchNorm, GroupNorm) or a conv/linear layer (its
-            output channels). Read only for methods that add adapters or change blocks.
+            output channels); a tuple: the first path the block has (blocks of two kinds).
+            Read only for methods that add adapters or change blocks.
         layout: One of :data:`LAYOUTS`.
         grid: One of :data:`GRID_SOURCES`.
         qkv: Path (relative to a block) of the fused qkv projection LoRA adapts: an
@@ -102,7 +103,7 @@ class BackboneSpec:
     name: str
     blocks: Tuple[str, ...]
     points: Dict[str, AdapterPoint]
-    width: str
+    width: Union[str, Tuple[str, ...]]
     layout: str = 'tokens'
     grid: str = 'block_arg'
     qkv: Optional[str] = None
