@@ -24,14 +24,15 @@ def shapes_workspace(tmp_path_factory):
 
 def write_demo_pretrained(ws) -> None:
     """The pretrained backbones the demo's adapter configs read, where the demo writes them
-    (work_dirs/demo/pretrain{,_vit,_swinv2}/epoch_20.pth, relative to the working directory):
-    Full models of the three pretraining configs, randomly initialised."""
+    (work_dirs/demo/pretrain{,_vit,_swinv2,_resnet}/epoch_20.pth, relative to the working
+    directory): Full models of the pretraining configs, randomly initialised."""
     import torch
     from mmengine.config import Config
     from mona_mm.utils import build_model_from_cfg, save_checkpoint_file
     for config, folder in (('swin-nano_1xb32-20e_shapes-cls.py', 'pretrain'),
                            ('vit-nano_1xb32-20e_shapes-cls.py', 'pretrain_vit'),
-                           ('swinv2-nano_1xb32-20e_shapes-cls.py', 'pretrain_swinv2')):
+                           ('swinv2-nano_1xb32-20e_shapes-cls.py', 'pretrain_swinv2'),
+                           ('resnet18_1xb32-20e_shapes-cls.py', 'pretrain_resnet')):
         torch.manual_seed(0)
         model = build_model_from_cfg(Config.fromfile(osp.join(ROOT, 'configs', 'demo', config)))
         path = ws / 'work_dirs' / 'demo' / folder / 'epoch_20.pth'

@@ -20,7 +20,8 @@ PAPER = [p for p in ALL if '/demo/' not in p]
 #: Where the demo's pretraining configs write their backbones (`make demo` the Swin one).
 DEMO_PRETRAINED = ('work_dirs/demo/pretrain/epoch_20.pth',
                    'work_dirs/demo/pretrain_vit/epoch_20.pth',
-                   'work_dirs/demo/pretrain_swinv2/epoch_20.pth')
+                   'work_dirs/demo/pretrain_swinv2/epoch_20.pth',
+                   'work_dirs/demo/pretrain_resnet/epoch_20.pth')
 
 
 def _id(p):
@@ -28,8 +29,10 @@ def _id(p):
 
 
 def _pretrained_checkpoint(cfg):
-    """The pretrained backbone file of a config: ``init_cfg`` or ``model.pretrained``."""
-    init_cfg = cfg.model.backbone.get('init_cfg') or {}
+    """The pretrained backbone file of a config: ``init_cfg`` (of the wrapped module for
+    ``PEFTBackbone``) or ``model.pretrained``."""
+    backbone = cfg.model.backbone
+    init_cfg = (backbone.get('module') or {}).get('init_cfg') or backbone.get('init_cfg') or {}
     if init_cfg.get('type') == 'Pretrained':
         return init_cfg.get('checkpoint')
     return cfg.model.backbone.get('pretrained') or cfg.model.get('pretrained')
@@ -40,7 +43,7 @@ def test_config_loads(path):
     cfg = Config.fromfile(path)
     assert cfg.model.backbone.type in ('mona_mm.PEFTSwinTransformer',
                                        'mona_mm.PEFTSwinTransformerV2',
-                                       'mona_mm.PEFTVisionTransformer')
+                                       'mona_mm.PEFTVisionTransformer', 'mona_mm.PEFTBackbone')
     assert 'mona_mm' in cfg.custom_imports['imports']
     assert cfg.default_scope in ('mmdet', 'mmseg', 'mmpretrain')
     # adapters' own optimizer groups and one summary table (not per-tensor log lines)

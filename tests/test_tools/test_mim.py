@@ -150,7 +150,7 @@ def test_model_index_metadata_match_configs(gen):
 
 @pytest.mark.parametrize('rel, message', [
     ('configs/demo/swin-nano-mona_1xb32-10e_imagenet.py', 'unknown dataset'),
-    ('configs/demo/mask-rcnn_swin-nano-mona_fpn_1xb4-4e_shapes.py', 'unknown algorithm'),
+    ('configs/demo/solov2_swin-nano-mona_fpn_1xb4-4e_shapes.py', 'unknown algorithm'),
     ('configs/mmdet/lora/retinanet_swin-l-p4-w7-lorand_fpn_8xb2-4e_voc0712.py', 'in folder'),
     ('configs/mmdet/vpt/retinanet_swin-l-p4-w7-vpt_fpn_8xb2-4e_voc0712.py', 'unknown method'),
     ('configs/demo/swin-nano-mona_shapes-cls.py', 'expected'),

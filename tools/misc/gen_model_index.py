@@ -51,6 +51,7 @@ COLLECTIONS.insert(1, dict(Name=MIMI, Paper=MIMI_PAPER))
 # First name part -> (codebase, task); classification names start with the backbone instead.
 ALGORITHMS = {
     'cascade-mask-rcnn': ('mmdet', 'Instance Segmentation'),
+    'mask-rcnn': ('mmdet', 'Instance Segmentation'),
     'retinanet': ('mmdet', 'Object Detection'),
     'upernet': ('mmseg', 'Semantic Segmentation'),
 }
