@@ -8,8 +8,9 @@ or its registered type (``NormTuning``, ``Partial``); the table prints the slug.
 
 An arch is ``<family>-<arch>``: ``swin-{tiny,small,base,large}``, ``swinv2-<arch>``
 (mmpretrain's Swin V2 archs), ``vit-<mmpretrain ViT arch>`` (``vit-base`` is ViT-B/16,
-``vit-dinov2-base``...), ``convnext-<arch>``, ``resnet-<depth>`` (``resnet-50``); a bare Swin
-arch (``base``) means ``swin-base``.
+``vit-dinov2-base``...), ``convnext-<arch>``, ``resnet-<depth>`` (``resnet-50``),
+``mit-b<0..5>`` (SegFormer's, mmseg's configs) and ``pvtv2-b<0..5>`` (mmdet's configs); a bare
+Swin arch (``base``) means ``swin-base``.
 """
 import argparse
 
@@ -20,6 +21,19 @@ from mona_mm.models import (SWIN_ARCHS, PEFTBackbone, PEFTSwinTransformer,
                             PEFTSwinTransformerV2, PEFTVisionTransformer, iter_adapters)
 from mona_mm.models.peft.names import method_slug, peft_config
 from mona_mm.utils import count_trainable
+
+
+#: Depths of SegFormer's MiT and of PVTv2 b0..b5 (their configs in mmseg and mmdet); b0 has
+#: 32 channels, the others 64; heads (1, 2, 5, 8).
+B_DEPTHS = dict(b0=[2, 2, 2, 2], b1=[2, 2, 2, 2], b2=[3, 4, 6, 3], b3=[3, 4, 18, 3],
+                b4=[3, 8, 27, 3], b5=[3, 6, 40, 3])
+
+
+def _mit_like(name: str) -> dict:
+    if name not in B_DEPTHS:
+        raise SystemExit(f'unknown MiT/PVTv2 arch {name!r}: b0..b5')
+    return dict(embed_dims=32 if name == 'b0' else 64, num_layers=B_DEPTHS[name],
+                num_heads=[1, 2, 5, 8])
 
 
 def build(arch: str, peft: str) -> torch.nn.Module:
@@ -41,10 +55,16 @@ def build(arch: str, peft: str) -> torch.nn.Module:
         return PEFTVisionTransformer(arch=name, peft=cfg, codebase='mmpretrain')
     if family == 'convnext':
         return PEFTBackbone(dict(type='mmpretrain.ConvNeXt', arch=name), peft=cfg)
+    if family == 'mit':
+        return PEFTBackbone(dict(type='mmseg.MixVisionTransformer', **_mit_like(name)),
+                            peft=cfg)
+    if family == 'pvtv2':
+        return PEFTBackbone(dict(type='mmdet.PyramidVisionTransformerV2', **_mit_like(name),
+                                 mlp_ratios=(8, 8, 4, 4)), peft=cfg)
     if family == 'resnet' and name.isdigit():
         return PEFTBackbone(dict(type='mmpretrain.ResNet', depth=int(name)), peft=cfg)
     raise SystemExit(f'unknown arch {arch!r}: use swin-<arch>, swinv2-<arch>, vit-<arch>, '
-                     'convnext-<arch> or resnet-<depth>')
+                     'convnext-<arch>, resnet-<depth>, mit-b<i> or pvtv2-b<i>')
 
 
 def _method(name: str) -> str:
@@ -60,9 +80,9 @@ def main() -> None:
         'archs and methods, as a markdown table.')
     parser.add_argument('--arch', nargs='+', default=['swin-base', 'swin-large', 'vit-base'],
                         help='Backbones: swin-<arch>, swinv2-<arch>, vit-<mmpretrain ViT arch>, '
-                        'convnext-<arch> or resnet-<depth>, e.g. swin-base vit-dinov2-base '
-                        'resnet-50; a bare Swin arch means swin-<arch> (default: swin-base '
-                        'swin-large vit-base).')
+                        'convnext-<arch>, resnet-<depth>, mit-b<i> or pvtv2-b<i>, e.g. '
+                        'swin-base vit-dinov2-base resnet-50 mit-b2; a bare Swin arch means '
+                        'swin-<arch> (default: swin-base swin-large vit-base).')
     parser.add_argument('--peft', nargs='+', type=_method, default=['mona'], metavar='METHOD',
                         help='PEFT methods, each by its slug (full, fixed, bitfit, '
                         'norm-tuning, partial-1, adapter, lora, adaptformer, lorand, mona) or '

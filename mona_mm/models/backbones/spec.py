@@ -98,6 +98,8 @@ class BackboneSpec:
             checkpoint besides ``'adapters'``.
         convert: Checkpoint converter (see :data:`Converter`); None: the upstream keys only.
         extra_tokens: What extra tokens (``tokens`` layout with N > H * W) are, for docs.
+        block_classes: Class names a block must have, where ``blocks`` also matches other
+            modules (PVT v1's position embedding sits among its blocks); empty: any.
     """
 
     name: str
@@ -111,6 +113,7 @@ class BackboneSpec:
     recompute: Dict[str, str] = field(default_factory=dict)
     convert: Optional[Converter] = None
     extra_tokens: str = 'none'
+    block_classes: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -122,7 +125,8 @@ class BackboneSpec:
     def find_blocks(self, backbone: nn.Module) -> List[Tuple[str, nn.Module]]:
         """``[(name, block)]`` in forward order (module registration order)."""
         found = [(n, m) for n, m in backbone.named_modules()
-                 if n and any(re.fullmatch(p, n) for p in self.blocks)]
+                 if n and any(re.fullmatch(p, n) for p in self.blocks)
+                 and (not self.block_classes or type(m).__name__ in self.block_classes)]
         if not found:
             raise ValueError(f'{self.name} spec: no module of {type(backbone).__name__} '
                              f'matches {self.blocks}')
