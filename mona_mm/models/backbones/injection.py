@@ -262,6 +262,9 @@ class BlockAdapters(nn.ModuleDict):
             B, C, H, W = x.shape
             out = self._run(adapter, x.flatten(2).transpose(1, 2), (H, W))
             return out.transpose(1, 2).reshape(B, C, H, W)
+        if self._layout == 'nhwc':
+            B, H, W, C = x.shape
+            return self._run(adapter, x.reshape(B, H * W, C), (H, W)).reshape(B, H, W, C)
         grid = self._grid if self._grid_source == 'block_arg' else self._context.grid
         if grid is None:
             raise RuntimeError(f'adapter {point}: no token grid recorded for this forward')

@@ -27,13 +27,14 @@ import torch.nn as nn
 POINT_KINDS = ('output', 'residual', 'parallel', 'post_residual')
 
 #: Token layouts: (B, N, C) tokens on an H x W grid, optionally preceded by extra tokens
-#: (cls / distillation / register tokens: N = extra + H * W), or (B, C, H, W) maps.
-LAYOUTS = ('tokens', 'nchw')
+#: (cls / distillation / register tokens: N = extra + H * W), (B, C, H, W) maps, or
+#: (B, H, W, C) maps (SAM's encoder; windowed attention outputs are such maps per window).
+LAYOUTS = ('tokens', 'nchw', 'nhwc')
 
 #: Where the grid size of a block's tokens comes from:
 #:   ``block_arg``:   the block's positional argument 1 (Swin's ``hw_shape``)
 #:   ``patch_embed``: element 1 of the output of the backbone's ``patch_embed`` (ViT)
-#:   ``tensor``:      the map itself (NCHW layouts)
+#:   ``tensor``:      the map itself (NCHW and NHWC layouts)
 GRID_SOURCES = ('block_arg', 'patch_embed', 'tensor')
 
 
