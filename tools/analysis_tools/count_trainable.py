@@ -10,8 +10,8 @@ An arch is ``<family>-<arch>``: ``swin-{tiny,small,base,large}``, ``swinv2-<arch
 (mmpretrain's Swin V2 archs), ``vit-<mmpretrain ViT arch>`` (``vit-base`` is ViT-B/16,
 ``vit-dinov2-base``...), ``convnext-<arch>``, ``resnet-<depth>`` (``resnet-50``),
 ``mit-b<0..5>`` (SegFormer's, mmseg's configs), ``pvtv2-b<0..5>`` (mmdet's configs) and
-``sam-<arch>`` (mmpretrain's ``ViTSAM``: ``sam-base`` is SAM ViT-B's encoder); a bare Swin arch
-(``base``) means ``swin-base``.
+``sam-<arch>`` (mmpretrain's ``ViTSAM``: ``sam-base`` is SAM ViT-B's encoder), ``eva02-<arch>``
+and ``beit-<arch>`` (mmpretrain's); a bare Swin arch (``base``) means ``swin-base``.
 """
 import argparse
 
@@ -62,12 +62,17 @@ def build(arch: str, peft: str) -> torch.nn.Module:
     if family == 'pvtv2':
         return PEFTBackbone(dict(type='mmdet.PyramidVisionTransformerV2', **_mit_like(name),
                                  mlp_ratios=(8, 8, 4, 4)), peft=cfg)
+    if family == 'eva02':
+        return PEFTBackbone(dict(type='mmpretrain.ViTEVA02', arch=name), peft=cfg)
+    if family == 'beit':
+        return PEFTBackbone(dict(type='mmpretrain.BEiTViT', arch=name), peft=cfg)
     if family == 'sam':
         return PEFTBackbone(dict(type='mmpretrain.ViTSAM', arch=name), peft=cfg)
     if family == 'resnet' and name.isdigit():
         return PEFTBackbone(dict(type='mmpretrain.ResNet', depth=int(name)), peft=cfg)
     raise SystemExit(f'unknown arch {arch!r}: use swin-<arch>, swinv2-<arch>, vit-<arch>, '
-                     'convnext-<arch>, resnet-<depth>, mit-b<i>, pvtv2-b<i> or sam-<arch>')
+                     'convnext-<arch>, resnet-<depth>, mit-b<i>, pvtv2-b<i>, sam-<arch>, '
+                     'eva02-<arch> or beit-<arch>')
 
 
 def _method(name: str) -> str:
@@ -83,9 +88,10 @@ def main() -> None:
         'archs and methods, as a markdown table.')
     parser.add_argument('--arch', nargs='+', default=['swin-base', 'swin-large', 'vit-base'],
                         help='Backbones: swin-<arch>, swinv2-<arch>, vit-<mmpretrain ViT arch>, '
-                        'convnext-<arch>, resnet-<depth>, mit-b<i>, pvtv2-b<i> or sam-<arch>, '
-                        'e.g. swin-base vit-dinov2-base resnet-50 mit-b2; a bare Swin arch '
-                        'means swin-<arch> (default: swin-base swin-large vit-base).')
+                        'convnext-<arch>, resnet-<depth>, mit-b<i>, pvtv2-b<i>, sam-<arch>, '
+                        'eva02-<arch> or beit-<arch>, e.g. swin-base vit-dinov2-base resnet-50 '
+                        'mit-b2; a bare Swin arch means swin-<arch> (default: swin-base '
+                        'swin-large vit-base).')
     parser.add_argument('--peft', nargs='+', type=_method, default=['mona'], metavar='METHOD',
                         help='PEFT methods, each by its slug (full, fixed, bitfit, '
                         'norm-tuning, partial-1, adapter, lora, adaptformer, lorand, mona) or '

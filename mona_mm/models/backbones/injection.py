@@ -247,6 +247,10 @@ class BlockAdapters(nn.ModuleDict):
                         functools.partial(self._keep_input, point))
                 on = self._on_parallel if spec.kind == 'parallel' else self._on_post_residual
                 target.register_forward_hook(functools.partial(on, point))
+            elif spec.kind == 'stream':
+                target.register_forward_pre_hook(functools.partial(self._on_stream, point))
+                block.get_submodule(spec.consumer).register_forward_hook(
+                    functools.partial(self._on_stream_end, point))
             else:
                 target.register_forward_pre_hook(functools.partial(self._on_residual, point))
                 block.get_submodule(spec.consumer).register_forward_pre_hook(
@@ -318,6 +322,21 @@ class BlockAdapters(nn.ModuleDict):
         y = self._call(point, x)
         self._stash[point] = (x, y)
         return (y, ) + tuple(args[1:])
+
+    def _on_stream(self, point: str, module: nn.Module, args: tuple):
+        if point not in self:
+            return None
+        x = args[0]
+        y = self._call(point, x)
+        # what the block's own add (x + consumer's output) still lacks of y
+        self._stash[point] = (x, y - x)
+        return (y, ) + tuple(args[1:])
+
+    def _on_stream_end(self, point: str, module: nn.Module, args: tuple, out: Tensor):
+        stashed = self._stash.pop(point, None)
+        if stashed is None:  # an earlier call of a shared module (the first branch's)
+            return None
+        return out + stashed[1]
 
     def _on_consumer(self, point: str, module: nn.Module, args: tuple, kwargs: dict):
         stashed = self._stash.pop(point, None)

@@ -24,7 +24,12 @@ import torch.nn as nn
 #:                 adapter rewrites the residual stream after that add; ``module`` (the norm
 #:                 closing the branch) returns ``adapter(x + out) - x``, ``x`` being the input
 #:                 of ``source`` (the branch's first module)
-POINT_KINDS = ('output', 'residual', 'parallel', 'post_residual')
+#:   ``stream``:   for pre-norm blocks that add the stream back in their own code
+#:                 (``x = x + drop_path(branch(norm(x)))``: BEiT, EVA-02): the adapter
+#:                 rewrites the stream entering ``module`` (the branch's norm) and ``consumer``
+#:                 (the module whose output the block adds to the stream, e.g. the shared drop
+#:                 path) gets ``adapter(x) - x`` added to its next output
+POINT_KINDS = ('output', 'residual', 'parallel', 'post_residual', 'stream')
 
 #: Token layouts: (B, N, C) tokens on an H x W grid, optionally preceded by extra tokens
 #: (cls / distillation / register tokens: N = extra + H * W), (B, C, H, W) maps, or
@@ -45,7 +50,8 @@ class AdapterPoint:
     Args:
         kind: One of :data:`POINT_KINDS`.
         module: Path of the submodule, relative to the block (``''``: the block).
-        consumer: For ``residual``: the module whose ``identity`` keyword carries the stream.
+        consumer: For ``residual``: the module whose ``identity`` keyword carries the stream;
+            for ``stream``: the module whose next output the block adds to the stream.
         index: If the module returns a tuple, the element the adapter rewrites.
         source: For ``parallel`` (optional) and ``post_residual``: the module whose input the
             adapter reads (the residual stream entering the branch).
@@ -60,8 +66,8 @@ class AdapterPoint:
     def __post_init__(self) -> None:
         if self.kind not in POINT_KINDS:
             raise ValueError(f'AdapterPoint kind must be one of {POINT_KINDS}, got {self.kind!r}')
-        if self.kind == 'residual' and not (self.module and self.consumer):
-            raise ValueError('a residual point needs `module` (the norm) and `consumer`')
+        if self.kind in ('residual', 'stream') and not (self.module and self.consumer):
+            raise ValueError(f'a {self.kind} point needs `module` (the norm) and `consumer`')
         if self.kind == 'post_residual' and not (self.module and self.source):
             raise ValueError('a post_residual point needs `module` (the norm closing the '
                              'branch) and `source` (the branch\'s first module)')

@@ -1,2 +1,2 @@
 """Backbone family specs; importing this module registers them."""
-from . import convnext, mit, pvt, resnet, sam, swin, swin_v2, vit  # noqa: F401
+from . import beit, convnext, eva02, mit, pvt, resnet, sam, swin, swin_v2, vit  # noqa: F401
