@@ -24,7 +24,7 @@ def shapes_workspace(tmp_path_factory):
 
 def write_demo_pretrained(ws) -> None:
     """The pretrained backbones the demo's adapter configs read, where the demo writes them
-    (work_dirs/demo/pretrain{,_vit,_swinv2,_resnet}/epoch_20.pth, relative to the working
+    (work_dirs/demo/pretrain{,_vit,_swinv2,_resnet,_mit,_sam}/epoch_20.pth, relative to the working
     directory): Full models of the pretraining configs, randomly initialised."""
     import torch
     from mmengine.config import Config
@@ -32,7 +32,9 @@ def write_demo_pretrained(ws) -> None:
     for config, folder in (('swin-nano_1xb32-20e_shapes-cls.py', 'pretrain'),
                            ('vit-nano_1xb32-20e_shapes-cls.py', 'pretrain_vit'),
                            ('swinv2-nano_1xb32-20e_shapes-cls.py', 'pretrain_swinv2'),
-                           ('resnet18_1xb32-20e_shapes-cls.py', 'pretrain_resnet')):
+                           ('resnet18_1xb32-20e_shapes-cls.py', 'pretrain_resnet'),
+                           ('mit-nano_1xb32-20e_shapes-cls.py', 'pretrain_mit'),
+                           ('sam-nano_1xb32-20e_shapes-cls.py', 'pretrain_sam')):
         torch.manual_seed(0)
         model = build_model_from_cfg(Config.fromfile(osp.join(ROOT, 'configs', 'demo', config)))
         path = ws / 'work_dirs' / 'demo' / folder / 'epoch_20.pth'

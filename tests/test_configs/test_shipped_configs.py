@@ -21,7 +21,9 @@ PAPER = [p for p in ALL if '/demo/' not in p]
 DEMO_PRETRAINED = ('work_dirs/demo/pretrain/epoch_20.pth',
                    'work_dirs/demo/pretrain_vit/epoch_20.pth',
                    'work_dirs/demo/pretrain_swinv2/epoch_20.pth',
-                   'work_dirs/demo/pretrain_resnet/epoch_20.pth')
+                   'work_dirs/demo/pretrain_resnet/epoch_20.pth',
+                   'work_dirs/demo/pretrain_mit/epoch_20.pth',
+                   'work_dirs/demo/pretrain_sam/epoch_20.pth')
 
 
 def _id(p):

@@ -54,6 +54,7 @@ ALGORITHMS = {
     'mask-rcnn': ('mmdet', 'Instance Segmentation'),
     'retinanet': ('mmdet', 'Object Detection'),
     'upernet': ('mmseg', 'Semantic Segmentation'),
+    'segformer': ('mmseg', 'Semantic Segmentation'),
 }
 CLASSIFICATION = ('mmpretrain', 'Image Classification')
 
