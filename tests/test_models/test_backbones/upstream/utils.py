@@ -23,3 +23,14 @@ def timm_resize_pos_embed(posemb, posemb_new, num_tokens=1, gs_new=()):
     posemb_grid = posemb_grid.permute(0, 2, 3, 1).reshape(1, gs_new[0] * gs_new[1], -1)
     posemb = torch.cat([posemb_tok, posemb_grid], dim=1)
     return posemb
+
+
+def check_norm_state(modules, train_state):
+    """Check if norm layer is in correct train state (mmseg's tests/.../utils.py)."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules import GroupNorm
+    for mod in modules:
+        if isinstance(mod, (_BatchNorm, GroupNorm)):
+            if mod.training != train_state:
+                return False
+    return True
