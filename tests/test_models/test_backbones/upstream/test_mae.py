@@ -2,8 +2,8 @@
 # mmsegmentation's tests/test_models/test_backbones/test_mae.py, with ``MAE`` ours
 # (``PEFTBackbone(dict(type=MAE, ...), peft='Full')``) and the helper from .utils. One case
 # changed: the stored file expects ``resize_rel_pos_embed`` to raise an AttributeError on its
-# toy checkpoint, which the installed mmseg 1.2.2 class does not do either (it returns); the
-# copy checks that it returns, as upstream's.
+# toy checkpoint, which happens only without scipy (mmseg's test_beit.py says so); scipy is
+# installed here, so the copy checks that the call returns, as the installed class's does.
 import pytest
 import torch
 from mmseg.models.backbones.mae import MAE as _MAE
