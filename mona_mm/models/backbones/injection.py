@@ -457,7 +457,7 @@ class PEFTBackboneMixin:
         with it. Full (which freezes nothing) is left exactly as upstream.
         """
         super().train(mode)
-        if mode and self._peft_freezes:
+        if mode and getattr(self, '_peft_freezes', False):  # (upstream __init__ may train())
             for module in self.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm) and \
                         not any(p.requires_grad for p in module.parameters(recurse=False)):
