@@ -226,3 +226,25 @@ def test_study_config_trains_one_step(name, study_data):
         adapters = [p for n, p in params.items() if '.adapters.' in n]
         assert adapters and all(p.requires_grad and p.grad is not None for p in adapters)
         assert not any(p.requires_grad for n, p in params.items() if '.adapters.' not in n)
+
+
+def test_committed_study_docs_regenerate_from_the_committed_json(tmp_path, monkeypatch):
+    # docs/study.md's and the README's generated blocks are exactly what the committed merged
+    # JSON gives (`--from-json docs/study/cpu.json --out-dir docs/study --update-docs
+    # docs/study.md README.md`), and that JSON holds the whole grid with 3 seeds per row
+    merged = json.load(open(osp.join(ROOT, 'docs', 'study', 'cpu.json')))
+    runs = [r for r in merged['records'] if r.get('kind', 'finetune') == 'finetune']
+    assert len(runs) == 360 and merged['study']['seeds'] == [0, 1, 2]
+    (tmp_path / 'docs').mkdir()
+    docs, readme = tmp_path / 'docs' / 'study.md', tmp_path / 'README.md'
+    shutil.copy(osp.join(ROOT, 'docs', 'study.md'), docs)
+    shutil.copy(osp.join(ROOT, 'README.md'), readme)
+    monkeypatch.chdir(ROOT)  # the captions name the JSON as given: the repository's path
+    assert peft_study.main(['--from-json', 'docs/study/cpu.json',
+                            '--out-dir', str(tmp_path / 'docs' / 'study'), '--update-docs',
+                            str(docs), str(readme)]) == 0
+    assert docs.read_text() == open(osp.join(ROOT, 'docs', 'study.md')).read()
+    assert readme.read_text() == open(osp.join(ROOT, 'README.md')).read()
+    tables = (tmp_path / 'docs' / 'study' / 'tables.md').read_text()
+    assert tables == open(osp.join(ROOT, 'docs', 'study', 'tables.md')).read()
+    assert tables.count('(n=3)') == 12 * 6  # every method, every cell, 3 seeds
