@@ -12,6 +12,8 @@ from mmpretrain.models.backbones import BEiTViT, ViTEVA02
 from mmseg.models.backbones import BEiT, MAE
 
 from mona_mm.models import PEFTBackbone, iter_adapters, replace_adapter
+from tests.test_models.test_backbones.peft_checks import (assert_same_outputs_and_gradients,
+                                                        trainable_after_a_step, upstream_and_ours)
 
 PRETRAIN_ARCH = dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
 MMSEG = dict(img_size=64, patch_size=16, embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2,
@@ -32,40 +34,14 @@ SIZE = (2, 3, 64, 64)
 
 
 def _pair(case, peft='Full'):
-    _, cls, kwargs = case
-    torch.manual_seed(0)
-    upstream = cls(**kwargs)
-    ours = PEFTBackbone(dict(type=cls, **kwargs), peft=peft)
-    missing, unexpected = ours.load_state_dict(upstream.state_dict(), strict=False)
-    assert not unexpected and all('.adapters.' in k or 'lora_' in k for k in missing)
-    return upstream, ours
-
-
-def _loss(outs):
-    return sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs)
+    return upstream_and_ours(case[1], case[2], peft)
 
 
 @pytest.mark.parametrize('case', CASES, ids=[c[0] for c in CASES])
 def test_full_is_the_upstream_class_bit_for_bit(case):
     upstream, ours = _pair(case)
     assert isinstance(ours, case[1]) and list(ours.state_dict()) == list(upstream.state_dict())
-    x = torch.randn(*SIZE)
-    for mode in (True, False):
-        for m in (upstream, ours):
-            m.train(mode)
-            m.zero_grad()
-        torch.manual_seed(1)
-        a = upstream(x)
-        _loss(a).backward()
-        torch.manual_seed(1)
-        b = ours(x)
-        _loss(b).backward()
-        assert len(a) == len(b) and all(torch.equal(i, j) for i, j in zip(a, b))
-        theirs = dict(upstream.named_parameters())
-        for n, p in ours.named_parameters():
-            assert (p.grad is None) == (theirs[n].grad is None), n
-            if p.grad is not None:
-                assert torch.equal(p.grad, theirs[n].grad), n
+    assert_same_outputs_and_gradients(upstream, ours, torch.randn(*SIZE))
 
 
 class Double(nn.Module):
@@ -122,11 +98,7 @@ def test_each_method_trains_only_its_parameters(case, peft):
             _pair(case, peft=peft)
         return
     _, model = _pair(case, peft=peft)
-    model.train()
-    _loss(model(torch.randn(*SIZE))).backward()
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and len(trainable) < len(list(model.parameters()))
-    assert {n for n, p in model.named_parameters() if p.grad is not None} == trainable
+    trainable = trainable_after_a_step(model, torch.randn(*SIZE))
     if peft not in ('BitFit', 'NormTuning', 'Partial'):
         assert all('.adapters.' in n or 'lora_' in n for n in trainable)
 

@@ -8,6 +8,8 @@ from mmdet.models.backbones import PyramidVisionTransformer, PyramidVisionTransf
 from mmseg.models.backbones import MixVisionTransformer
 
 from mona_mm.models import PEFTBackbone, is_peft_backbone, iter_adapters
+from tests.test_models.test_backbones.peft_checks import (assert_same_outputs_and_gradients,
+                                                        trainable_after_a_step, upstream_and_ours)
 
 # (id, class, kwargs): mmseg's segformer_mit-b0 backbone, a MiT with checkpointed blocks and
 # dropout, mmdet's PVT-tiny and PVTv2-b0 (narrowed where noted to keep the test small)
@@ -31,17 +33,7 @@ SIZE = (2, 3, 64, 64)
 
 
 def _pair(case, peft='Full'):
-    _, cls, kwargs = case
-    torch.manual_seed(0)
-    upstream = cls(**kwargs)
-    ours = PEFTBackbone(dict(type=cls, **kwargs), peft=peft)
-    missing, unexpected = ours.load_state_dict(upstream.state_dict(), strict=False)
-    assert not unexpected and all('.adapters.' in k or 'lora_' in k for k in missing)
-    return upstream, ours
-
-
-def _loss(outs):
-    return sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs)
+    return upstream_and_ours(case[1], case[2], peft)
 
 
 @pytest.mark.parametrize('case', CASES, ids=[c[0] for c in CASES])
@@ -49,23 +41,7 @@ def test_full_is_the_upstream_class_bit_for_bit(case):
     upstream, ours = _pair(case)
     assert isinstance(ours, case[1]) and is_peft_backbone(ours)
     assert list(ours.state_dict()) == list(upstream.state_dict())
-    x = torch.randn(*SIZE)
-    for mode in (True, False):
-        for m in (upstream, ours):
-            m.train(mode)
-            m.zero_grad()
-        torch.manual_seed(1)
-        a = upstream(x)
-        _loss(a).backward()
-        torch.manual_seed(1)
-        b = ours(x)
-        _loss(b).backward()
-        assert len(a) == len(b) and all(torch.equal(i, j) for i, j in zip(a, b))
-        theirs = dict(upstream.named_parameters())
-        for n, p in ours.named_parameters():
-            assert (p.grad is None) == (theirs[n].grad is None), n
-            if p.grad is not None:
-                assert torch.equal(p.grad, theirs[n].grad), n
+    assert_same_outputs_and_gradients(upstream, ours, torch.randn(*SIZE))
 
 
 ADAPTERS = {'Mona': 2, 'Adapter': 2, 'AdaptFormer': 1, 'LoRAND': 2}
@@ -81,11 +57,7 @@ def test_each_method_trains_only_its_parameters(case, peft):
         'TransformerEncoderLayer', 'PVTEncoderLayer') for b in blocks)
     if peft in ADAPTERS:
         assert len(list(iter_adapters(model))) == ADAPTERS[peft] * len(blocks)
-    model.train()
-    _loss(model(torch.randn(*SIZE))).backward()
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and len(trainable) < len(list(model.parameters()))
-    assert {n for n, p in model.named_parameters() if p.grad is not None} == trainable
+    trainable = trainable_after_a_step(model, torch.randn(*SIZE))
     if peft in ADAPTERS or peft == 'LoRA':
         assert all('.adapters.' in n or 'lora_' in n for n in trainable)
 

@@ -11,6 +11,8 @@ from mmpretrain.models.backbones import ViTSAM
 from mmpretrain.models.backbones.vit_sam import window_partition, window_unpartition
 
 from mona_mm.models import PEFTBackbone, iter_adapters, replace_adapter
+from tests.test_models.test_backbones.peft_checks import (assert_same_outputs_and_gradients,
+                                                        trainable_after_a_step, upstream_and_ours)
 
 ARCH = dict(embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64,
             global_attn_indexes=[1, 3])
@@ -24,39 +26,14 @@ SIZE = (2, 3, 64, 64)
 
 
 def _pair(kwargs, peft='Full'):
-    torch.manual_seed(0)
-    upstream = ViTSAM(**kwargs)
-    ours = PEFTBackbone(dict(type=ViTSAM, **kwargs), peft=peft)
-    missing, unexpected = ours.load_state_dict(upstream.state_dict(), strict=False)
-    assert not unexpected and all('.adapters.' in k or 'lora_' in k for k in missing)
-    return upstream, ours
-
-
-def _loss(outs):
-    return sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs)
+    return upstream_and_ours(ViTSAM, kwargs, peft)
 
 
 @pytest.mark.parametrize('case', CASES, ids=[c[0] for c in CASES])
 def test_full_is_the_upstream_class_bit_for_bit(case):
     upstream, ours = _pair(case[1])
     assert isinstance(ours, ViTSAM) and list(ours.state_dict()) == list(upstream.state_dict())
-    x = torch.randn(*SIZE)
-    for mode in (True, False):
-        for m in (upstream, ours):
-            m.train(mode)
-            m.zero_grad()
-        torch.manual_seed(1)
-        a = upstream(x)
-        _loss(a).backward()
-        torch.manual_seed(1)
-        b = ours(x)
-        _loss(b).backward()
-        assert len(a) == len(b) and all(torch.equal(i, j) for i, j in zip(a, b))
-        theirs = dict(upstream.named_parameters())
-        for n, p in ours.named_parameters():
-            assert (p.grad is None) == (theirs[n].grad is None), n
-            if p.grad is not None:
-                assert torch.equal(p.grad, theirs[n].grad), n
+    assert_same_outputs_and_gradients(upstream, ours, torch.randn(*SIZE))
 
 
 class Double(nn.Module):
@@ -101,11 +78,7 @@ def test_mona_points_by_hand(case):
                                   'BitFit', 'NormTuning', 'Partial'])
 def test_each_method_trains_only_its_parameters(peft):
     _, model = _pair(CASES[0][1], peft=peft)
-    model.train()
-    _loss(model(torch.randn(*SIZE))).backward()
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and len(trainable) < len(list(model.parameters()))
-    assert {n for n, p in model.named_parameters() if p.grad is not None} == trainable
+    trainable = trainable_after_a_step(model, torch.randn(*SIZE))
     if peft not in ('BitFit', 'NormTuning', 'Partial'):
         assert all('.adapters.' in n or 'lora_' in n for n in trainable)
 
