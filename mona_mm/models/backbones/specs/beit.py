@@ -32,8 +32,8 @@ def convert_beit(sd: Dict[str, Tensor], backbone: nn.Module) -> Tuple[Dict[str, 
         backbone: The model it goes into.
     """
     sd = dict(sd)
-    own = backbone.state_dict()
     if hasattr(backbone, 'resize_rel_pos_embed'):  # mmseg (only where a table differs)
+        own = backbone.state_dict()
         if any(k.endswith('relative_position_bias_table') and k in own and
                v.shape != own[k].shape for k, v in sd.items()):
             sd = dict(backbone.resize_rel_pos_embed(sd))
