@@ -33,6 +33,9 @@ INSTALL_REQUIRES = [
     'matplotlib',
     'Pillow',
 ]
+# ONNX export and its onnxruntime check (tools/deployment/export_onnx.py): `pip install
+# mona_mm[deploy]`; requirements/deploy.txt pins the tested versions.
+EXTRAS_REQUIRE = {'deploy': ['onnx>=1.17', 'onnxruntime>=1.20', 'onnxscript>=0.5']}
 
 
 def add_mim_extension(mim_dir: str, mode: str) -> None:
@@ -116,6 +119,7 @@ setup(
     include_package_data=True,
     python_requires='>=3.10',
     install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
     cmdclass={'build_py': BuildPyWithMim, 'develop': DevelopWithMim},
     zip_safe=False,
 )

@@ -59,7 +59,9 @@ SH
   unset CC CXX
 fi
 "${PIP[@]}" --no-deps "$WHEEL_DIR"/mmcv-2.1.0-*.whl
-"${PIP[@]}" -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
+# deploy.txt: the `deploy` extra (ONNX export), which the tests exercise.
+"${PIP[@]}" -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt" \
+  -r "$ROOT/requirements/deploy.txt"
 # transformers >= 5 breaks `import mmpretrain.models` (and so mmdet/mmseg models).
 "$VENV/bin/python" -m pip uninstall -y -q transformers >/dev/null 2>&1 || true
 log "installing mona_mm (editable)"

@@ -179,45 +179,51 @@ class ScaledNormDown(torch.autograd.Function):
     (C-wide) input of the down-projection.
 
     Autograd would keep that input for the gradient of ``W``; here only ``x`` is kept and
-    the normed tensor is rebuilt in the backward (element-wise work, no matmul), under the
-    autocast state of the forward so it is bit-identical. The layer-norm part of the
-    backward is autograd's own; the two matmuls of the linear part are the ones autograd
-    would run. Saves ``C`` values per token per Mona.
+    the normed tensor is rebuilt in the backward (element-wise work, no matmul) with the ops
+    and dtypes of the forward, so it is the same tensor. The backward is written out (aten's
+    own layer-norm backward, the two matmuls autograd would run, the products' rules) rather
+    than asking autograd inside it, so ``torch.compile`` traces it into the same graph.
+    Saves ``C`` values per token per Mona.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, norm_weight: Tensor, norm_bias: Tensor, gamma: Tensor,
                 gammax: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-        out = F.linear(_scaled_norm(x, norm_weight, norm_bias, gamma, gammax, eps), weight,
-                       bias)
+        normed = F.layer_norm(x, x.shape[-1:], norm_weight * gamma, norm_bias * gamma, eps)
+        out = F.linear(torch.addcmul(normed, x, gammax), weight, bias)
         ctx.save_for_backward(x, norm_weight, norm_bias, gamma, gammax, weight)
-        dev = x.device.type
         ctx.eps = eps
-        ctx.autocast = (dev, torch.get_autocast_dtype(dev), torch.is_autocast_enabled(dev))
-        ctx.mm_dtype = out.dtype  # what autocast ran the linear in
+        ctx.norm_dtype = normed.dtype  # what autocast ran the layer norm in
+        ctx.mm_dtype = out.dtype  # ... and the linear
         ctx.bias_dtype = bias.dtype
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         x, nw, nb, gamma, gammax, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        dev, dtype, enabled = ctx.autocast
-        with torch.enable_grad(), torch.autocast(dev, dtype=dtype, enabled=enabled):
-            leaves = [t.detach().requires_grad_(n)
-                      for t, n in zip((x, nw, nb, gamma, gammax), needs[:5])]
-            h = _scaled_norm(*leaves, ctx.eps)
-        hm = h.detach().to(ctx.mm_dtype)
+        dt = ctx.norm_dtype
+        x_norm = x.to(dt)
+        w_eff, b_eff = (nw * gamma).to(dt), (nb * gamma).to(dt)
+        normed, mean, rstd = torch.ops.aten.native_layer_norm(x_norm, x.shape[-1:], w_eff,
+                                                               b_eff, ctx.eps)
+        h = torch.addcmul(normed, x, gammax)
         grad2d = grad.reshape(-1, grad.shape[-1])
-        g_weight = (grad2d.t() @ hm.reshape(-1, hm.shape[-1])).to(weight.dtype) \
-            if needs[5] else None
+        g_weight = (grad2d.t() @ h.to(ctx.mm_dtype).reshape(-1, h.shape[-1])).to(
+            weight.dtype) if needs[5] else None
         g_bias = grad2d.sum(0).to(ctx.bias_dtype) if needs[6] else None
-        wanted = [t for t in leaves if t.requires_grad]
-        g_leaves = iter(torch.autograd.grad(
-            h, wanted, (grad @ weight.to(ctx.mm_dtype)).to(h.dtype)) if wanted else ())
-        g_in = [next(g_leaves) if t.requires_grad else None for t in leaves]
-        return (*g_in, g_weight, g_bias, None)
+        g_h = (grad @ weight.to(ctx.mm_dtype)).to(h.dtype)
+        tokens = tuple(range(x.dim() - 1))
+        g_gammax = (g_h * x).sum(tokens).to(gammax.dtype) if needs[4] else None
+        g_x, g_w_eff, g_b_eff = torch.ops.aten.native_layer_norm_backward(
+            g_h.to(dt), x_norm, x.shape[-1:], mean, rstd, w_eff, b_eff,
+            [needs[0], needs[1] or needs[3], needs[2] or needs[3]])
+        if needs[0]:
+            g_x = (g_x.to(h.dtype) + g_h * gammax).to(x.dtype)
+        g_nw = (g_w_eff * gamma).to(nw.dtype) if needs[1] else None
+        g_nb = (g_b_eff * gamma).to(nb.dtype) if needs[2] else None
+        g_gamma = (g_w_eff * nw + g_b_eff * nb).to(gamma.dtype) if needs[3] else None
+        return g_x, g_nw, g_nb, g_gamma, g_gammax, g_weight, g_bias, None
 
 
 class Mona(MonaReference):
