@@ -139,9 +139,17 @@ class PEFTOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     def __call__(self, model: nn.Module) -> OptimWrapper:
         if is_model_wrapper(model):
             model = model.module
-        # the upstream train() freezes (frozen_stages, norm_eval...): count after it
-        model.train(model.training)
+        # the upstream train() freezes (frozen_stages, norm_eval...): count after it (not
+        # yet the start of training: no weights have loaded)
+        from mona_mm.models.backbones.injection import random_check_deferred
+        with random_check_deferred():
+            model.train(model.training)
         optim_wrapper = super().__call__(model)
+        # mmengine builds the optimizer from a ConfigDict, which makes every param group a
+        # ConfigDict; torch.compile traces the optimizer step of a compiled train_step
+        # (`compile=True`) only over plain dicts
+        groups = optim_wrapper.optimizer.param_groups
+        groups[:] = [g if type(g) is dict else dict(g) for g in groups]
         self._log_summary(model, optim_wrapper)
         return optim_wrapper
 

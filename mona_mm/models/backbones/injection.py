@@ -15,11 +15,14 @@ import inspect
 import os.path as osp
 import sys
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
+from torch.nn.modules.utils import _pair
 from mmengine.logging import MMLogger
 from torch import Tensor
 
@@ -187,7 +190,7 @@ def _record_in_state_dict(module: nn.Module, state_dict: dict, prefix: str,
 
 class _GridContext:
     """The token grid of the current forward, shared by a backbone and its blocks (grid
-    source ``patch_embed``)."""
+    sources ``patch_embed`` and ``patch_embed_input``)."""
 
     grid: Optional[Tuple[int, int]] = None
 
@@ -351,6 +354,48 @@ class BlockAdapters(nn.ModuleDict):
         return args, kwargs
 
 
+_RANDOM_CHECK_DEFERRED: List[bool] = []
+
+
+@contextmanager
+def random_check_deferred() -> Iterator[None]:
+    """``train()`` calls inside do not count as the start of training for the random-weights
+    check (the optimizer constructor applies the upstream freezing before weights load)."""
+    _RANDOM_CHECK_DEFERRED.append(True)
+    try:
+        yield
+    finally:
+        _RANDOM_CHECK_DEFERRED.pop()
+
+
+def _python_scalars(model: nn.Module) -> None:
+    """Numpy scalars among the modules' public attributes (mmpretrain's ViTs take drop-path
+    rates from ``np.linspace``) become the same Python numbers, and shapes held as small
+    numpy integer arrays (mmdet's PVT position-embedding grid, ``pos_shape``) tuples of ints.
+
+    Forwards branch on and compute shapes from them (``drop_prob == 0.``, ``pos_h * pos_w``);
+    torch.compile treats a numpy scalar as data and breaks its graph there, in every block.
+    The values, and so every output and gradient, are unchanged.
+    """
+
+    def plain(value, name=''):
+        if isinstance(value, (np.integer, np.floating, np.bool_)):
+            return value.item()
+        if name.endswith('_shape') and isinstance(value, np.ndarray) and value.ndim == 1 \
+                and value.size <= 3 and value.dtype.kind in 'iu':
+            return tuple(int(v) for v in value)
+        if isinstance(value, tuple) and any(isinstance(v, np.generic) for v in value):
+            return tuple(plain(v) for v in value)
+        return value
+
+    for module in model.modules():
+        for name, value in list(vars(module).items()):
+            if not name.startswith('_'):
+                new = plain(value, name)
+                if new is not value:
+                    setattr(module, name, new)
+
+
 class PEFTBackboneMixin:
     """What a PEFT backbone adds to its upstream class (see :func:`peft_backbone_class`).
 
@@ -374,6 +419,7 @@ class PEFTBackboneMixin:
     # ------------------------------------------------------------------ injection
     def _inject(self, peft, recompute) -> None:
         spec = self.peft_spec
+        _python_scalars(self)
         recompute = (recompute, ) if isinstance(recompute, str) else tuple(recompute)
         valid = ('adapters', ) + tuple(spec.recompute)
         unknown = sorted(set(recompute) - set(valid))
@@ -410,8 +456,11 @@ class PEFTBackboneMixin:
                 if part != 'adapters' and not getattr(block, 'with_cp', False):
                     module = block.get_submodule(spec.recompute[part])
                     module.forward = _Checkpointed(module.forward)
-        if spec.grid == 'patch_embed' and any(True for _ in iter_adapters(self)):
-            self.patch_embed.register_forward_hook(self._capture_patch_grid)
+        if any(True for _ in iter_adapters(self)):
+            if spec.grid == 'patch_embed':
+                self.patch_embed.register_forward_hook(self._capture_patch_grid)
+            elif spec.grid == 'patch_embed_input':
+                self.patch_embed.register_forward_pre_hook(self._capture_input_grid)
         self._apply_peft_trainability()
         # every adapter the method built (MiMi may remove some later: width 0)
         self._peft_built = [name for name, _ in iter_adapters(self)]
@@ -438,6 +487,12 @@ class PEFTBackboneMixin:
     def _capture_patch_grid(self, module: nn.Module, args: tuple, out) -> None:
         self._peft_context.grid = tuple(out[1])
 
+    def _capture_input_grid(self, module: nn.Module, args: tuple) -> None:
+        # the grid the embedding itself computes: (H // patch height, W // patch width)
+        ph, pw = _pair(module.patch_size)
+        H, W = args[0].shape[-2:]
+        self._peft_context.grid = (H // ph, W // pw)
+
     def _apply_peft_trainability(self) -> None:
         # Only ever freezes: what the upstream class froze (frozen_stages...) or the user
         # froze by hand stays frozen, and Full changes nothing.
@@ -462,15 +517,27 @@ class PEFTBackboneMixin:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm) and \
                         not any(p.requires_grad for p in module.parameters(recurse=False)):
                     module.eval()
+        if mode and not _RANDOM_CHECK_DEFERRED:
+            self._check_random()
         return self
 
     def _warn_if_random(self, module: nn.Module, args: tuple) -> None:
-        """Forward pre-hook: at the first training forward — after the runner's
-        ``init_weights``, ``load_from`` and resume, unlike ``train()``, which the optimizer
-        constructor calls before any weights load — say once if the PEFT method freezes
-        backbone weights that nothing has loaded (see :attr:`peft_pretrained_source`): the
-        adapters would train on a frozen random backbone."""
-        if not self.training or self._peft_random_checked:
+        """Forward pre-hook: the random-weights check (:meth:`_check_random`) at the first
+        training forward. Not while torch.compile traces: the flag it flips would be a
+        guard, and every compiled forward would be compiled twice; there the first
+        ``train()`` of the loop checks instead."""
+        if torch.compiler.is_compiling() or not self.training:
+            return
+        self._check_random()
+
+    def _check_random(self) -> None:
+        """Once, when training starts — after the runner's ``init_weights``, ``load_from``
+        and resume (the first training forward, or a ``train()`` other than the optimizer
+        constructor's, which comes before any weights load) — say if the PEFT method
+        freezes backbone weights that nothing has loaded (see
+        :attr:`peft_pretrained_source`): the adapters would train on a frozen random
+        backbone."""
+        if getattr(self, '_peft_random_checked', True):  # (upstream __init__ may train())
             return
         self._peft_random_checked = True  # a flag, not handle.remove(): deepcopies share it
         if self._peft_freezes and self.peft_pretrained_source is None:

@@ -4,6 +4,7 @@ import logging
 
 import pytest
 import torch
+from mmengine.optim import build_optim_wrapper
 
 from mona_mm.models import PEFTSwinTransformer
 from mona_mm.models.backbones.injection import build_peft_method, peft_method_config
@@ -54,13 +55,38 @@ def test_no_warning_for_full_or_loaded_weights(tmp_path):
     # the runner's order: the optimizer constructor calls train() before any weights load
     late = PEFTSwinTransformer(arch=NANO, peft='Mona')
     with _warnings() as lines:
-        late.train()
+        build_optim_wrapper(late, dict(constructor='mona_mm.PEFTOptimWrapperConstructor',
+                                       optimizer=dict(type='AdamW', lr=1e-3)))
         late.load_state_dict(src.state_dict(), strict=False)  # load_from, after train()
         for bb in (src, pretrained, state_dict, late):
             _step(bb)
     assert not _random_backbone_warnings(lines), lines
     assert pretrained.peft_pretrained_source == path
     assert state_dict.peft_pretrained_source == 'state dict'
+
+
+def test_the_first_train_after_loading_checks_and_compiled_forwards_never_recompile_for_it():
+    """Under torch.compile the check is not traced (its flag would be a guard: a second
+    compile of every forward); the loop's train() says it instead."""
+    torch._dynamo.reset()
+    compiles = []
+
+    def backend(gm, example_inputs):
+        compiles.append(gm)
+        return gm.forward
+
+    bb = PEFTSwinTransformer(arch=NANO, peft='Mona')
+    fn = torch.compile(bb, backend=backend)
+    x = torch.randn(1, 3, 32, 32)
+    with _warnings() as lines:
+        bb.train()
+        fn(x)
+        fn(x)
+        bb.eval()
+        bb.train()
+        fn(x)
+    assert len(_random_backbone_warnings(lines)) == 1, lines
+    assert len(compiles) == 1
 
 
 @pytest.mark.parametrize('given,expected', [
