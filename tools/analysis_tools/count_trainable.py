@@ -10,8 +10,9 @@ An arch is ``<family>-<arch>``: ``swin-{tiny,small,base,large}``, ``swinv2-<arch
 (mmpretrain's Swin V2 archs), ``vit-<mmpretrain ViT arch>`` (``vit-base`` is ViT-B/16,
 ``vit-dinov2-base``...), ``convnext-<arch>``, ``resnet-<depth>`` (``resnet-50``),
 ``mit-b<0..5>`` (SegFormer's, mmseg's configs), ``pvtv2-b<0..5>`` (mmdet's configs) and
-``sam-<arch>`` (mmpretrain's ``ViTSAM``: ``sam-base`` is SAM ViT-B's encoder), ``eva02-<arch>``
-and ``beit-<arch>`` (mmpretrain's); a bare Swin arch (``base``) means ``swin-base``.
+``sam-<arch>`` (mmpretrain's ``ViTSAM``: ``sam-base`` is SAM ViT-B's encoder), ``eva02-<arch>``,
+``beit-<arch>`` and ``hivit-<arch>`` (mmpretrain's); a bare Swin arch (``base``) means
+``swin-base``.
 """
 import argparse
 
@@ -68,11 +69,13 @@ def build(arch: str, peft: str) -> torch.nn.Module:
         return PEFTBackbone(dict(type='mmpretrain.BEiTViT', arch=name), peft=cfg)
     if family == 'sam':
         return PEFTBackbone(dict(type='mmpretrain.ViTSAM', arch=name), peft=cfg)
+    if family == 'hivit':
+        return PEFTBackbone(dict(type='mmpretrain.HiViT', arch=name), peft=cfg)
     if family == 'resnet' and name.isdigit():
         return PEFTBackbone(dict(type='mmpretrain.ResNet', depth=int(name)), peft=cfg)
     raise SystemExit(f'unknown arch {arch!r}: use swin-<arch>, swinv2-<arch>, vit-<arch>, '
                      'convnext-<arch>, resnet-<depth>, mit-b<i>, pvtv2-b<i>, sam-<arch>, '
-                     'eva02-<arch> or beit-<arch>')
+                     'eva02-<arch>, beit-<arch> or hivit-<arch>')
 
 
 def _method(name: str) -> str:
@@ -89,9 +92,9 @@ def main() -> None:
     parser.add_argument('--arch', nargs='+', default=['swin-base', 'swin-large', 'vit-base'],
                         help='Backbones: swin-<arch>, swinv2-<arch>, vit-<mmpretrain ViT arch>, '
                         'convnext-<arch>, resnet-<depth>, mit-b<i>, pvtv2-b<i>, sam-<arch>, '
-                        'eva02-<arch> or beit-<arch>, e.g. swin-base vit-dinov2-base resnet-50 '
-                        'mit-b2; a bare Swin arch means swin-<arch> (default: swin-base '
-                        'swin-large vit-base).')
+                        'eva02-<arch>, beit-<arch> or hivit-<arch>, e.g. swin-base '
+                        'vit-dinov2-base resnet-50 mit-b2; a bare Swin arch means swin-<arch> '
+                        '(default: swin-base swin-large vit-base).')
     parser.add_argument('--peft', nargs='+', type=_method, default=['mona'], metavar='METHOD',
                         help='PEFT methods, each by its slug (full, fixed, bitfit, '
                         'norm-tuning, partial-1, adapter, lora, adaptformer, lorand, mona) or '

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
-from torch.nn.modules.utils import _pair
 from mmengine.logging import MMLogger
 from torch import Tensor
+from torch.nn.modules.utils import _pair
 
 from mona_mm.registry import PEFT_METHODS
 from ..peft.base import BasePEFTMethod, inside_adapter, iter_adapters

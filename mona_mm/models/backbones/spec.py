@@ -40,7 +40,9 @@ LAYOUTS = ('tokens', 'nchw', 'nhwc')
 #:   ``block_arg``:   the block's positional argument 1 (Swin's ``hw_shape``)
 #:   ``patch_embed``: element 1 of the output of the backbone's ``patch_embed`` (ViT)
 #:   ``tensor``:      the map itself (NCHW and NHWC layouts)
-GRID_SOURCES = ('block_arg', 'patch_embed', 'tensor')
+#:   ``patch_embed_input``: the input of the backbone's ``patch_embed`` (B, C, H, W) over its
+#:                    ``patch_size`` (HiViT: its embedding returns sub-patch maps, not the grid)
+GRID_SOURCES = ('block_arg', 'patch_embed', 'tensor', 'patch_embed_input')
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ class BackboneSpec:
         extra_tokens: What extra tokens (``tokens`` layout with N > H * W) are, for docs.
         block_classes: Class names a block must have, where ``blocks`` also matches other
             modules (PVT v1's position embedding sits among its blocks); empty: any.
+        block_has: Submodule paths a block must have, where ``blocks`` also matches blocks of
+            another kind of the same class that take no adapters (HiViT's MLP-only early
+            blocks have no ``attn``); empty: any.
     """
 
     name: str
@@ -121,6 +126,7 @@ class BackboneSpec:
     convert: Optional[Converter] = None
     extra_tokens: str = 'none'
     block_classes: Tuple[str, ...] = ()
+    block_has: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -128,16 +134,28 @@ class BackboneSpec:
         if self.grid not in GRID_SOURCES:
             raise ValueError(f'grid must be one of {GRID_SOURCES}, got {self.grid!r}')
         self.blocks = tuple(self.blocks)
+        self.block_has = tuple(self.block_has)
 
     def find_blocks(self, backbone: nn.Module) -> List[Tuple[str, nn.Module]]:
         """``[(name, block)]`` in forward order (module registration order)."""
         found = [(n, m) for n, m in backbone.named_modules()
                  if n and any(re.fullmatch(p, n) for p in self.blocks)
-                 and (not self.block_classes or type(m).__name__ in self.block_classes)]
+                 and (not self.block_classes or type(m).__name__ in self.block_classes)
+                 and all(_has_submodule(m, p) for p in self.block_has)]
         if not found:
             raise ValueError(f'{self.name} spec: no module of {type(backbone).__name__} '
-                             f'matches {self.blocks}')
+                             f'matches {self.blocks}'
+                             + (f' with submodules {self.block_has}' if self.block_has else ''))
         return found
+
+
+def _has_submodule(module: nn.Module, path: str) -> bool:
+    """Whether ``module`` has a submodule at ``path`` (an attribute set to None is none)."""
+    try:
+        module.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
 
 
 _SPECS: Dict[str, BackboneSpec] = {}

@@ -189,7 +189,7 @@ def test_peft_backbone_wrapper_is_the_upstream_class():
     assert isinstance(bb, VisionTransformer)
     assert len(list(iter_adapters(bb))) == 4
     with pytest.raises(KeyError, match='no adapter spec'):
-        PEFTBackbone(dict(type='mmpretrain.HiViT', arch='tiny'))
+        PEFTBackbone(dict(type='mmpretrain.DeiT3', arch='s'))
 
 
 def test_reparameterize_vit():

@@ -1,2 +1,3 @@
 """Backbone family specs; importing this module registers them."""
-from . import beit, convnext, eva02, mit, pvt, resnet, sam, swin, swin_v2, vit  # noqa: F401
+from . import (beit, convnext, eva02, hivit, mit, pvt, resnet, sam, swin,  # noqa: F401
+               swin_v2, vit)
