@@ -9,6 +9,7 @@ from mmengine.runner import Runner
 
 import mona_mm  # noqa: F401  (registers our modules and the checkpoint allow-list)
 from mona_mm.datasets.checks import check_dataset_annotations
+from mona_mm.engine import compile_eval_steps
 from mona_mm.pruning import apply_checkpoint_structure
 from mona_mm.utils import (checkpoint_must_fit, is_adapter_checkpoint, load_adapter_checkpoint,
                            prepare_cpu_distributed)
@@ -188,6 +189,8 @@ def main() -> None:
                                     force_base=args.force_base)
             runner.logger.info(f'adapter-only checkpoint {args.checkpoint} loaded onto its '
                                'pretrained backbone')
+        if compile_eval_steps(runner):  # `compile`: mmengine would test eagerly
+            runner.logger.info('test_step compiled (the config sets `compile`)')
         runner.test()
 
 

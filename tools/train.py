@@ -12,6 +12,7 @@ from mmengine.runner import Runner
 
 import mona_mm  # noqa: F401  (registers our modules and the checkpoint allow-list)
 from mona_mm.datasets.checks import check_dataset_annotations
+from mona_mm.engine import compile_eval_steps
 from mona_mm.engine.optimizers import backbone_lr_mult_warning
 from mona_mm.utils import prepare_cpu_distributed
 
@@ -153,6 +154,7 @@ def main() -> None:
     runner = Runner.from_cfg(cfg)
     if lr_mult_warning:  # once the runner's logger (console and log file) exists
         runner.logger.warning(lr_mult_warning)
+    compile_eval_steps(runner)  # `compile`: validation compiled as well as training
     runner.train()
 
 

@@ -106,3 +106,86 @@ def test_docs_tables_are_their_json_files(path):
     rendered = _bench_module().render(path)
     with open(osp.join(ROOT, 'docs', 'benchmarks.md')) as f:
         assert rendered in f.read()
+
+
+def test_benchmark_compile_side_by_side(tmp_path):
+    """--compile: every mode eager and compiled in one process, with compile times, the goal
+    ratios of the same run, and whole graphs (zero graph breaks in the forward + backward and
+    the inference of the adapter methods). aot_eager traces the graphs and the backward
+    exactly as inductor would see them, without generating code, to stay fast."""
+    out_json = tmp_path / 'compiled.json'
+    modes = ['full', 'mona', 'lora']
+    out = run_tool([PY, BENCH, '--backbone', 'vit', '--arch', '32,1,1,64', '--size', '32', '32',
+                    '--batch', '1', '--iters', '2', '--warmup', '1', '--dtype', 'fp32',
+                    '--device', 'cpu', '--compile', '--compile-backend', 'aot_eager',
+                    '--modes', *modes, '--json', str(out_json)], cwd=tmp_path)
+    data = json.loads(out_json.read_text())
+    res, ratios = data['results'], data['ratios']['fp32']
+    assert data['info']['compile'] == 'aot_eager'
+    assert list(res) == modes
+    for mode, r in res.items():
+        for kind in ('train', 'infer'):
+            # eager and compiled of the same mode, both measured, compile time apart
+            assert r[f'{kind}_ms_fp32'] > 0 and r[f'{kind}_ms_fp32_compiled'] > 0
+            assert r[f'compile_s_{kind}_fp32'] > 0 and r[f'compile_calls_{kind}_fp32'] >= 1
+            assert r[f'recompiles_after_warm_{kind}_fp32'] == 0, mode  # timed warm graphs
+            assert ratios['compiled_x_eager'][mode][kind] == pytest.approx(
+                r[f'{kind}_ms_fp32_compiled'] / r[f'{kind}_ms_fp32'])
+        # one whole graph for the forward (its backward with it) and one for the inference
+        assert (r['graphs_train_fp32'], r['graph_breaks_train_fp32']) == (1, 0), mode
+        assert (r['graphs_infer_fp32'], r['graph_breaks_infer_fp32']) == (1, 0), mode
+        assert 'graph_break_reasons' not in r or not r['graph_break_reasons'], mode
+        assert r['alloc_mb_train_fp32'] > 0 and r['alloc_mb_train_fp32_compiled'] > 0
+    assert ratios['mona_train_x_full_compiled'] == pytest.approx(
+        res['mona']['train_ms_fp32_compiled'] / res['full']['train_ms_fp32_compiled'])
+    assert ratios['plain'] == 'full'  # no fixed here: full is the same network at inference
+    assert ratios['mona_infer_x_plain_compiled'] == pytest.approx(
+        res['mona']['infer_ms_fp32_compiled'] / res['full']['infer_ms_fp32_compiled'])
+    assert ratios['goals'] == dict(mona_train_x_full=0.80, mona_infer_x_plain=1.05)
+    assert '| mode | trainable | train ms eager | train ms compiled |' in out
+    assert 'fp32: mona train step / full train step: compiled ' in out
+    # the JSON prints the same tables and ratios again
+    assert _bench_module().render(str(out_json)).strip() in out
+
+
+def test_benchmark_compile_refuses_counted_memory(capsys):
+    """Counted memory reads autograd's saved-tensor hooks, which a compiled graph bypasses:
+    --compile with --count-memory is one clear error, not a wrong number."""
+    bench = _bench_module()
+    with pytest.raises(SystemExit):
+        bench.parse_args(['--compile', '--count-memory'])
+    assert 'run --count-memory without it' in capsys.readouterr().err
+    assert bench.parse_args(['--compile', '--profile']).compile
+    assert not bench.parse_args([]).compile  # eager-only unless asked
+
+
+def test_compile_report_keeps_a_failed_compile_as_a_result():
+    """A mode whose compiled side failed to compile is a row with its eager numbers,
+    'failed' compiled cells and the error below the table; its ratios are left out."""
+    bench = _bench_module()
+
+    def row(train, infer, compiled=True):
+        r = dict(trainable=10, train_ms_fp32=train, infer_ms_fp32=infer,
+                 alloc_mb_train_fp32=5.0, graph_breaks_infer_fp32=0,
+                 infer_ms_fp32_compiled=infer / 2, compile_s_infer_fp32=1.0)
+        if compiled:
+            r.update(train_ms_fp32_compiled=train / 2, compile_s_train_fp32=3.0,
+                     alloc_mb_train_fp32_compiled=4.0, graph_breaks_train_fp32=0,
+                     graph_breaks_optimizer_fp32=2)
+        else:
+            r['compile_error_train_fp32'] = 'AssertionError: Node add_17 was invalid'
+        return r
+
+    results = {'full': row(100.0, 40.0), 'mona-lowmem': row(90.0, 44.0, compiled=False),
+               'mona': row(80.0, 44.0)}
+    ratios = bench.compile_ratios(results, ['fp32'])['fp32']
+    assert ratios['mona_train_x_full_compiled'] == pytest.approx(0.8)
+    assert ratios['mona_infer_x_plain_compiled'] == pytest.approx(1.1)
+    assert ratios['compiled_x_eager']['mona-lowmem'] == dict(infer=0.5)  # train failed
+    text = bench.compile_report(results, ['fp32'])
+    lowmem = next(ln for ln in text.splitlines() if ln.startswith('| mona-lowmem |'))
+    assert lowmem.split(' | ')[2:4] == ['90.0', 'failed']
+    assert lowmem.rstrip(' |').endswith('- / - / 0')
+    assert ('compile failed in mona-lowmem (train fp32): AssertionError: Node add_17 was '
+            'invalid') in text
+    assert 'fp32: mona train step / full train step: compiled 0.80 (goal <= 0.80: met)' in text

@@ -6,6 +6,7 @@ Usage:
       --dtype fp32 bf16 --repeat 2 --modes full fixed mona-reference mona mona-lowmem \\
       mona-mimi floor adapter lora --json work_dirs/bench.json [--profile]
   python tools/analysis_tools/benchmark_peft.py ... --count-memory   # bytes, no timing
+  python tools/analysis_tools/benchmark_peft.py ... --compile   # eager and torch.compile
   python tools/analysis_tools/benchmark_peft.py --from-json work_dirs/bench.json  # table again
 
 A mode is a method slug (``full``, ``fixed``, ``bitfit``, ``norm-tuning``, ``partial-1``,
@@ -23,12 +24,24 @@ held before building the model (weights included), measured in a separate proces
 to the OS on free (MALLOC_MMAP_THRESHOLD_), so RSS follows live tensors instead of allocator
 caching (repeat runs agree to ~1 MB; the timing processes run with the normal allocator).
 
+``--compile`` measures every mode eager and ``torch.compile``d side by side, in one process
+per mode with its own empty inductor cache: the forward + loss (its backward through
+AOTAutograd) and the AdamW step are compiled, the eager and compiled steps alternate (ABBA
+order) over the same model, optimizer and input, and each side reports its median; the wall
+time of the compiled calls until one compiles nothing is reported apart, as compile time, with
+dynamo's graph and graph-break counts. Memory is then the peak of live tensor bytes one steady
+step allocates above what was live before it (the profiler's allocation records on the CPU,
+CUDA ``max_memory_allocated`` on a GPU, where the absolute peak is reported too), the same
+measure for both sides; RSS is not comparable here (the compiler's own memory), nor is
+``--count-memory`` (a compiled graph keeps its saved tensors out of autograd's hooks).
+
 ``--count-memory`` instead counts, without timing anything, the bytes a train step must hold:
 weights, gradients and AdamW state plus every activation autograd keeps for the backward
 (saved-tensor hooks, shared storages once). The count does not depend on the device, so memory
 ratios at GPU sizes can be measured on the CPU (transient workspace is not included).
 """
 import argparse
+import collections
 import copy
 import json
 import os
@@ -36,7 +49,9 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from functools import partial
 from typing import Dict, List, Optional
 
 import torch
@@ -94,10 +109,17 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
 
 
+def _loss(bb, x):
+    return sum(o.float().square().mean() for o in bb(x))
+
+
+def _opt_step(opt) -> None:  # what --compile compiles of the optimizer
+    opt.step()
+
+
 def _train_step(bb, x, opt, device: str, amp: bool) -> None:
     with torch.autocast(device.split(':')[0], dtype=torch.bfloat16, enabled=amp):
-        outs = bb(x)
-        loss = sum(o.float().square().mean() for o in outs)
+        loss = _loss(bb, x)
     if opt is not None:
         loss.backward()
         opt.step()
@@ -181,16 +203,216 @@ def measure(mode: str, args) -> Dict[str, float]:
                     times.append(time.perf_counter() - t0)
         res[f'infer_ms_{dtype}'] = 1e3 * statistics.median(times)
     if args.profile:
-        from torch.profiler import ProfilerActivity, profile
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
-                                         if device.startswith('cuda') else [])
         bb.train()
-        with profile(activities=acts, profile_memory=True) as prof:
-            _train_step(bb, x, opt, device, args.dtype[0] == 'bf16')
+        _print_profile(mode, partial(_train_step, bb, x, opt, device, args.dtype[0] == 'bf16'),
+                       device)
+    return res
+
+
+def _print_profile(title: str, step, device: str) -> None:
+    """A torch.profiler table (top ops) of one call of ``step``, to stderr."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                     if device.startswith('cuda') else [])
+    with profile(activities=acts, profile_memory=True) as prof:
+        step()
+        _sync(device)
+    key = 'self_cuda_time_total' if device.startswith('cuda') else 'self_cpu_time_total'
+    print(f'[profile {title}]\n' + prof.key_averages().table(sort_by=key, row_limit=15),
+          file=sys.stderr)
+
+
+def _compile_events() -> int:
+    """Frames dynamo has compiled so far in this process (a new one = a compile happened)."""
+    from torch._dynamo.utils import counters
+    return counters['frames']['total']
+
+
+def _dynamo_counts() -> collections.Counter:
+    """dynamo's graphs and graph breaks so far in this process, and the breaks by reason
+    (the first line of dynamo's message) under ``break: <reason>``."""
+    from torch._dynamo.utils import counters
+    out = collections.Counter(graphs=counters['stats']['unique_graphs'],
+                              breaks=sum(counters['graph_break'].values()))
+    for reason, n in counters['graph_break'].items():
+        out['break: ' + reason.strip().splitlines()[0]] += n
+    return out
+
+
+def _reasons(counts: collections.Counter) -> Dict[str, int]:
+    return {k[len('break: '):]: n for k, n in counts.items() if k.startswith('break: ') and n}
+
+
+def _step_alloc_mb(fn, device: str) -> Dict[str, float]:
+    """Peak of live tensor memory that one call of ``fn`` allocates above what was live before
+    it (MB, ``step``): CUDA ``max_memory_allocated``; on the CPU the profiler's allocation
+    records, which see the tensors a compiled graph allocates as well as eager ones. On CUDA
+    also the absolute peak (``peak``, weights included, as the eager-only table reports)."""
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        return dict(step=(peak - before) / 2**20, peak=peak / 2**20)
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                     if e.name() == '[memory]')
+    live = peak = 0
+    for _, nbytes in records:
+        live += nbytes
+        peak = max(peak, live)
+    return dict(step=peak / 2**20)
+
+
+def _warm_compiled(fn, device: str, warmup: int) -> Dict[str, float]:
+    """Call a compiled ``fn`` until a call compiles nothing new (at most 5 calls compile),
+    then ``warmup`` more times; return the wall seconds of the compiling calls."""
+    seconds, calls = 0.0, 0
+    while calls < 5:
+        before = _compile_events()
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        if _compile_events() == before and calls:  # warm: this call compiled nothing
+            break
+        seconds += time.perf_counter() - t0
+        calls += 1
+    for _ in range(warmup):
+        fn()
+    return dict(seconds=seconds, calls=calls)
+
+
+def _error_line(e: Exception) -> str:
+    """The line of a compile failure that says what failed (dynamo's message ends in hints)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    named = [ln for ln in lines if 'Error' in ln]
+    return (named or lines or [type(e).__name__])[0][:300]
+
+
+def _time_pair(eager, compiled, device: str, iters: int) -> Dict[str, List[float]]:
+    """Time ``iters`` calls of each, alternating in ABBA order so that load drift and cache
+    state hit both sides alike (only ``eager`` where ``compiled`` is None)."""
+    times: Dict[str, List[float]] = dict(eager=[], compiled=[])
+    for i in range(iters):
+        order = (('eager', eager), ) if compiled is None else \
+            (('eager', eager), ('compiled', compiled))
+        for name, fn in (order if i % 2 == 0 else order[::-1]):
             _sync(device)
-        key = 'self_cuda_time_total' if device.startswith('cuda') else 'self_cpu_time_total'
-        print(f'[profile {mode}]\n' + prof.key_averages().table(sort_by=key, row_limit=15),
-              file=sys.stderr)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def measure_compiled(mode: str, args) -> Dict[str, object]:
+    """Eager and ``torch.compile``d train step and inference of one mode, interleaved in this
+    process over the same model, optimizer and input.
+
+    Compiled are the forward + loss (its backward through AOTAutograd) and the optimizer step,
+    as mmengine's ``compile=True`` compiles them inside ``train_step``; inference compiles the
+    re-parameterised model's forward. The eager steps of each dtype run first, so the
+    backbone's one-time first-forward work stays out of the compiled graphs.
+
+    Args:
+        mode: A benchmark mode.
+        args: The parsed command line.
+    """
+    device, backend = args.device, args.compile_backend
+    bb, opt, x = _setup(mode, args)
+    res: Dict[str, object] = dict(trainable=count_trainable(bb)['backbone_trainable'],
+                                  adapter_params=adapter_param_total(bb))
+    loss_c = torch.compile(_loss, backend=backend)
+    step_c = torch.compile(_opt_step, backend=backend)
+    reasons = dict(train=collections.Counter(), infer=collections.Counter())
+
+    def measure_pair(kind: str, dtype: str, eager, compiled) -> Optional[collections.Counter]:
+        """Warm both sides, time them interleaved, then one step each under the memory
+        probe; return dynamo's graph and break counts of the compiling calls, or None where
+        compiling failed (recorded; the eager side is still measured)."""
+        key = f'{kind}_{dtype}'
+        for _ in range(args.warmup):
+            eager()
+        start = _dynamo_counts()
+        try:
+            warm = _warm_compiled(compiled, device, args.warmup)
+        except Exception as e:  # a backend's failure is a result of the mode: recorded
+            res[f'compile_error_{key}'] = _error_line(e)
+            compiled = None
+        counts = _dynamo_counts()
+        counts.subtract(start)
+        events = _compile_events()
+        times = _time_pair(eager, compiled, device, args.iters)
+        res[f'{kind}_ms_{dtype}'] = 1e3 * statistics.median(times['eager'])
+        sides = [('', eager)]
+        if compiled is not None:
+            sides.append(('_compiled', compiled))
+            res[f'{kind}_ms_{dtype}_compiled'] = 1e3 * statistics.median(times['compiled'])
+            res[f'compile_s_{key}'] = warm['seconds']
+            res[f'compile_calls_{key}'] = warm['calls']
+        for side, fn in sides:
+            mem = _step_alloc_mb(fn, device)
+            res[f'alloc_mb_{key}{side}'] = mem['step']
+            if 'peak' in mem and kind == 'train':  # as the eager-only table's peak MB
+                res[f'peak_mb_{dtype}{side}'] = mem['peak']
+        if compiled is None:
+            return None
+        # 0: the guards held, so no timed or probed call compiled anything
+        res[f'recompiles_after_warm_{key}'] = _compile_events() - events
+        return counts
+
+    for dtype in args.dtype:
+        amp = dtype == 'bf16'
+        bb.train()
+        model = collections.Counter()  # what the compiled forward (+ backward) added
+
+        def compiled_step(amp=amp, model=model):
+            before = _dynamo_counts()
+            with torch.autocast(device.split(':')[0], dtype=torch.bfloat16, enabled=amp):
+                loss = loss_c(bb, x)
+            model.update(_dynamo_counts())  # tells the model's graphs from the step's
+            model.subtract(before)
+            if opt is not None:
+                loss.backward()
+                step_c(opt)
+                opt.zero_grad(set_to_none=True)
+
+        total = measure_pair('train', dtype, partial(_train_step, bb, x, opt, device, amp),
+                             compiled_step)
+        if total is None:
+            continue
+        res[f'graphs_train_{dtype}'] = model['graphs']
+        res[f'graph_breaks_train_{dtype}'] = model['breaks']
+        res[f'graph_breaks_optimizer_{dtype}'] = total['breaks'] - model['breaks']
+        reasons['train'].update(_reasons(model))
+        if args.profile and dtype == args.dtype[0]:
+            _print_profile(f'{mode}, eager', partial(_train_step, bb, x, opt, device, amp),
+                           device)
+            _print_profile(f'{mode}, compiled', compiled_step, device)
+    inf = copy.deepcopy(bb).eval()
+    reparameterize(inf)
+    forward_c = torch.compile(inf, backend=backend)
+    for dtype in args.dtype:
+        amp = dtype == 'bf16'
+
+        def infer(net=inf, amp=amp):
+            with torch.no_grad(), torch.autocast(device.split(':')[0], dtype=torch.bfloat16,
+                                                 enabled=amp):
+                net(x)
+
+        total = measure_pair('infer', dtype, infer, partial(infer, forward_c))
+        if total is None:
+            continue
+        res[f'graphs_infer_{dtype}'] = total['graphs']
+        res[f'graph_breaks_infer_{dtype}'] = total['breaks']
+        reasons['infer'].update(_reasons(total))
+    # the model's and the inference's own; the optimizer's are torch.optim's, by design
+    res['graph_break_reasons'] = {k: dict(v) for k, v in reasons.items() if v}
     return res
 
 
@@ -271,6 +493,121 @@ def table(results: Dict[str, Dict[str, float]], dtypes: List[str], device: str) 
     return '\n'.join(rows)
 
 
+# what the compiled run is measured against (the issue's goals for the compiled step)
+COMPILE_GOALS = dict(mona_train_x_full=0.80, mona_infer_x_plain=1.05)
+
+
+def compile_ratios(results: Dict[str, dict], dtypes: List[str]) -> Dict[str, dict]:
+    """The ratios of a ``--compile`` run, per dtype, each from numbers of the same run: Mona's
+    train step over full fine-tuning's and Mona's re-parameterised inference over the plain
+    backbone's (``fixed``, else ``full``: the same network at inference), eager and
+    compiled, with their goals; and compiled over eager for every mode (a ratio whose
+    compiled side failed to compile is left out).
+
+    Args:
+        results: The ``results`` of a ``--compile`` run.
+        dtypes: Its dtypes.
+    """
+    full, mona = results.get('full'), results.get('mona')
+    plain = 'fixed' if 'fixed' in results else 'full' if full else None
+
+    def over(a: Optional[dict], b: Optional[dict], key: str) -> Optional[float]:
+        return a[key] / b[key] if a and b and key in a and key in b else None
+
+    out: Dict[str, dict] = {}
+    for d in dtypes:
+        r: Dict[str, object] = {}
+        for side, sfx in (('eager', ''), ('compiled', '_compiled')):
+            for name, ref, kind in (('mona_train_x_full', full, 'train'),
+                                    ('mona_infer_x_plain', results.get(plain), 'infer')):
+                value = over(mona, ref, f'{kind}_ms_{d}{sfx}')
+                if value is not None:
+                    r[f'{name}_{side}'] = value
+        r['plain'] = plain
+        r['goals'] = dict(COMPILE_GOALS)
+        r['compiled_x_eager'] = {
+            m: {k: v[f'{k}_ms_{d}_compiled'] / v[f'{k}_ms_{d}'] for k in ('train', 'infer')
+                if f'{k}_ms_{d}_compiled' in v}
+            for m, v in results.items()}
+        out[d] = r
+    return out
+
+
+def compiled_table(results: Dict[str, dict], dtype: str) -> str:
+    """The ``--compile`` table of one dtype: eager and compiled side by side (``failed``
+    where the compiled side did not compile)."""
+    ref_train = results.get('full')
+    ref_inf = results.get('fixed') or results.get('full')
+
+    def num(r: dict, key: str, fmt: str = '.1f') -> str:
+        if key in r:
+            return format(r[key], fmt)
+        return 'failed' if key.endswith('_compiled') or key.startswith('compile_s') else '-'
+
+    def ratio(r: dict, ref: Optional[dict], key: str, ref_key: Optional[str] = None) -> str:
+        ref_key = ref_key or key
+        return f'{r[key] / ref[ref_key]:.2f}' if ref and key in r and ref_key in ref else '-'
+
+    head = ['mode', 'trainable', 'train ms eager', 'train ms compiled', 'compiled / eager',
+            'x full eager', 'x full compiled', 'infer ms eager', 'infer ms compiled',
+            'compiled / eager', 'x plain eager', 'x plain compiled', 'compile s train',
+            'compile s infer', 'step MB eager', 'step MB compiled',
+            'graph breaks fw+bw / optimizer / infer']
+    p = f'peak_mb_{dtype}'
+    peak = all(p in r for r in results.values())  # CUDA: the absolute peak too
+    if peak:
+        head[-1:-1] = ['peak MB eager', 'peak MB compiled', 'x full eager', 'x full compiled']
+    rows = [f'{dtype}:', '', '| ' + ' | '.join(head) + ' |',
+            '|' + '|'.join('---' for _ in head) + '|']
+    t, i = f'train_ms_{dtype}', f'infer_ms_{dtype}'
+    tc, ic = f'{t}_compiled', f'{i}_compiled'
+    for mode, r in results.items():
+        breaks = ' / '.join(str(r.get(f'graph_breaks_{part}_{dtype}', '-'))
+                            for part in ('train', 'optimizer', 'infer'))
+        cells = [mode, f"{int(r['trainable']):,}", num(r, t), num(r, tc), ratio(r, r, tc, t),
+                 ratio(r, ref_train, t), ratio(r, ref_train, tc), num(r, i), num(r, ic),
+                 ratio(r, r, ic, i), ratio(r, ref_inf, i), ratio(r, ref_inf, ic),
+                 num(r, f'compile_s_train_{dtype}'), num(r, f'compile_s_infer_{dtype}'),
+                 num(r, f'alloc_mb_train_{dtype}', '.0f'),
+                 num(r, f'alloc_mb_train_{dtype}_compiled', '.0f'), breaks]
+        if peak:
+            cells[-1:-1] = [num(r, p, '.0f'), num(r, p + '_compiled', '.0f'),
+                            ratio(r, ref_train, p), ratio(r, ref_train, p + '_compiled')]
+        rows.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(rows)
+
+
+def compile_report(results: Dict[str, dict], dtypes: List[str]) -> str:
+    """The tables of a ``--compile`` run, one per dtype, then its goal ratios, the graph
+    breaks by reason and the compile failures.
+
+    Args:
+        results: The ``results`` of a ``--compile`` run.
+        dtypes: Its dtypes.
+    """
+    parts = [compiled_table(results, d) for d in dtypes]
+    lines = []
+    for d, r in compile_ratios(results, dtypes).items():
+        for key, what in (('mona_train_x_full', 'mona train step / full train step'),
+                          ('mona_infer_x_plain', 'mona inference (re-parameterised) / '
+                           f"{r['plain']} inference")):
+            if f'{key}_compiled' in r:
+                c, goal = r[f'{key}_compiled'], r['goals'][key]
+                lines.append(f"{d}: {what}: compiled {c:.2f} (goal <= {goal:.2f}: "
+                             f"{'met' if c <= goal else 'not met'}), eager "
+                             f"{r[f'{key}_eager']:.2f}")
+    for mode, r in results.items():
+        for part, why in r.get('graph_break_reasons', {}).items():
+            lines.append(f'graph breaks in {mode} ({part}): ' +
+                         '; '.join(f'{n}x {reason}' for reason, n in why.items()))
+        lines += [f"compile failed in {mode} ({k[len('compile_error_'):].replace('_', ' ')}): "
+                  f'{v}' for k, v in r.items() if k.startswith('compile_error_')]
+    if any(r.get(f'graph_breaks_optimizer_{d}') for r in results.values() for d in dtypes):
+        lines.append('optimizer graph breaks: torch.optim\'s own graph_break() calls around '
+                     'the step (a no_grad region for AOTAutograd), not the model\'s')
+    return '\n\n'.join(parts) + ('\n\n' + '\n'.join(lines) if lines else '')
+
+
 def mode_name(name: str) -> str:
     """The mode a command-line name means: a mode, a method's registered type
     (``NormTuning``), or the underscore spelling of earlier results (``mona_lowmem``).
@@ -341,6 +678,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='Count the memory a train step holds (weights, gradients, AdamW '
                         'state, saved activations) instead of timing; the count is '
                         'device-independent.')
+    parser.add_argument('--compile', action='store_true',
+                        help='Measure every mode eager and torch.compile\'d side by side in '
+                        'one process per mode (steps alternate; compile time, graph breaks '
+                        'and the compiled/eager ratios reported apart).')
+    parser.add_argument('--compile-backend', default='inductor', metavar='BACKEND',
+                        help='torch.compile backend for --compile, e.g. aot_eager to check '
+                        'the graphs without generating code (default: %(default)s).')
     parser.add_argument('--from-json', metavar='JSON',
                         help='Print the header and table of a file written by --json again, '
                         'with mode names in the current spelling, and measure nothing.')
@@ -348,6 +692,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--memory-mode', help=argparse.SUPPRESS)
     parser.add_argument('--memory-dtypes', nargs='+', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.compile and args.count_memory:
+        parser.error('--compile measures the time and allocated memory of eager and compiled '
+                     'steps; run --count-memory without it (a compiled graph keeps its saved '
+                     'tensors out of the hooks that count them)')
     if args.config:
         from mmengine.config import Config
         arch = Config.fromfile(args.config).model.backbone.get('arch', 'tiny')
@@ -367,6 +715,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def _measure_mode(mode: str, argv: List[str], args, repeat: bool) -> Dict[str, float]:
     """All numbers of one mode; on a ``repeat`` only what varies (CPU memory is
     deterministic and kept from the first run)."""
+    if args.compile:
+        # own process and own, empty inductor cache: compile time from scratch, and no
+        # dynamo cache shared between modes
+        with tempfile.TemporaryDirectory(prefix='bench_inductor_') as cache:
+            return _run_child([*argv, '--single-mode', mode],
+                              env=dict(TORCHINDUCTOR_CACHE_DIR=cache))
     if args.count_memory and not args.device.startswith('cuda'):
         # own process: glibc would keep freed activations of earlier modes mapped
         return _run_child([*argv, '--single-mode', mode],
@@ -390,6 +744,8 @@ def header(info: dict) -> str:
     what = 'memory counted' if str(info.get('memory', '')).startswith('counted') else \
         f"median of {info['iters']}" + (f", fastest of {info['repeat']} runs"
                                         if info.get('repeat', 1) > 1 else '')
+    if info.get('compile'):
+        what = f"eager and torch.compile({info['compile']}) steps alternating, {what} each"
     return (f"device: {info['device']} | torch {info['torch']} | mmcv {info['mmcv']} | "
             f"mmdet {info['mmdet']} | {info.get('backbone', 'swin')} {info['arch']} | "
             f"{info['batch']}x3x{size[0]}x{size[1]} | {what}")
@@ -411,8 +767,20 @@ def render(path: str) -> str:
             results[mode_name(mode)] = r
         except argparse.ArgumentTypeError:  # a mode of another version: as written
             results[mode] = r
+    return report(info, results)
+
+
+def report(info: dict, results: Dict[str, dict]) -> str:
+    """The header and table(s) of a run: eager timings, counted memory or, for ``--compile``,
+    eager and compiled side by side with the goal ratios.
+
+    Args:
+        info: The ``info`` part of a ``--json`` file.
+        results: Its ``results``.
+    """
     counted = any('saved_mb_' in k for r in results.values() for k in r)
     return header(info) + '\n\n' + (
+        compile_report(results, info['dtypes']) if info.get('compile') else
         memory_table(results, info['dtypes']) if counted else
         table(results, info['dtypes'], info['device']))
 
@@ -424,7 +792,8 @@ def main() -> None:
         print(render(args.from_json))
         return
     if args.single_mode:
-        fn = count_memory if args.count_memory else measure
+        fn = count_memory if args.count_memory else measure_compiled if args.compile else \
+            measure
         print(json.dumps(fn(args.single_mode, args)))
         return
     if args.memory_mode:
@@ -437,8 +806,8 @@ def main() -> None:
             res = _measure_mode(mode, argv, args, repeat=mode in results)
             if mode in results:  # keep the fastest median of the repeats
                 for k, v in res.items():
-                    if k.startswith(('train_ms', 'infer_ms')):
-                        results[mode][k] = min(results[mode][k], v)
+                    if k.startswith(('train_ms', 'infer_ms', 'compile_s')):
+                        results[mode][k] = min(results[mode].get(k, v), v)
             else:
                 results[mode] = res
 
@@ -449,21 +818,38 @@ def main() -> None:
                 f'CPU ({os.cpu_count()} cores)', torch=torch.__version__,
                 mmengine=mmengine.__version__, mmcv=mmcv.__version__, mmdet=mmdet.__version__,
                 memory='counted: state + saved activations' if args.count_memory else
+                'peak of tensor bytes allocated during one steady step above those live '
+                'before it (' + ('cuda max_memory_allocated' if args.device.startswith('cuda')
+                                 else 'profiler allocation records') + '), eager and compiled '
+                'alike; RSS and counted memory are not comparable for compiled graphs'
+                if args.compile else
                 'cuda max_memory_allocated' if args.device.startswith('cuda') else
                 f'peak RSS above start, MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}',
                 backbone=args.backbone, arch=args.arch_cfg,
                 size=args.size, batch=args.batch, dtypes=args.dtype, iters=args.iters,
                 warmup=args.warmup, repeat=args.repeat, with_cp=args.with_cp,
                 command=' '.join(sys.argv))
+    if args.compile:
+        info.update(compile=args.compile_backend,
+                    compiled='forward + loss (backward through AOTAutograd) and AdamW step; '
+                    'inference: the re-parameterised forward under no_grad',
+                    compile_time='wall seconds of the compiled calls until one compiles '
+                    'nothing, own empty inductor cache per mode')
     # as the JSON holds it (tuples become lists): --from-json prints the same header
     info = json.loads(json.dumps(info))
-    print(header(info) + '\n')
-    print(memory_table(results, args.dtype) if args.count_memory else
-          table(results, args.dtype, args.device))
+    if args.compile:
+        print(report(info, results))
+    else:
+        print(header(info) + '\n')
+        print(memory_table(results, args.dtype) if args.count_memory else
+              table(results, args.dtype, args.device))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        data = dict(info=info, results=results)
+        if args.compile:
+            data['ratios'] = compile_ratios(results, args.dtype)
         with open(args.json, 'w') as f:
-            json.dump(dict(info=info, results=results), f, indent=1)
+            json.dump(data, f, indent=1)
 
 
 if __name__ == '__main__':

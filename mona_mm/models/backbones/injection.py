@@ -279,7 +279,9 @@ class BlockAdapters(nn.ModuleDict):
 
     def _run(self, adapter: nn.Module, x: Tensor, grid: Tuple[int, int]) -> Tensor:
         if self._recompute and torch.is_grad_enabled():
-            return cp.checkpoint(adapter, x, grid, use_reentrant=False)
+            # what the adapter does differently when it is recomputed (Mona under compile)
+            kwargs = getattr(adapter, 'recompute_kwargs', {})
+            return cp.checkpoint(adapter, x, grid, use_reentrant=False, **kwargs)
         return adapter(x, grid)
 
     def _on_output(self, point: str, module: nn.Module, args: tuple, out):

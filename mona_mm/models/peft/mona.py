@@ -43,8 +43,8 @@ class MonaOp(nn.Module):
             w = F.pad(c.weight, (p, p, p, p))
             kernel = w if kernel is None else kernel + w
         kernel = kernel / n
-        eye = torch.zeros_like(kernel)
-        eye[:, :, k // 2, k // 2] = 1.0
+        # the identity as a centre tap, built out of place (torch.compile, checkpoints)
+        eye = F.pad(torch.ones_like(kernel[:, :, :1, :1]), (k // 2, ) * 4)
         bias = sum(c.bias for c in self.convs) / n
         return kernel + eye, bias
 
@@ -243,7 +243,20 @@ class Mona(MonaReference):
     outputs and gradients). Same constructor and state-dict keys as the reference.
     """
 
-    def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+    #: Under ``recompute=('adapters', )`` (see :class:`~..backbones.injection.BlockAdapters`).
+    recompute_kwargs = dict(recomputed=True)
+
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int], recomputed: bool = False) -> Tensor:
+        """Args:
+            x, hw_shape: As :meth:`MonaReference.forward`.
+            recomputed: The adapter runs inside an activation checkpoint
+                (``recompute=('adapters', )``). Under torch.compile it then computes as
+                :class:`MonaReference` (same parameters, same result to rounding): inductor
+                (torch 2.14) cannot partition the folded kernels' parameter-only products
+                inside a checkpoint, and the checkpoint keeps only the input anyway.
+        """
+        if recomputed and torch.compiler.is_compiling():
+            return super().forward(x, hw_shape)
         norm, p1 = self.norm, self.project1
         args = (x, norm.weight, norm.bias, self.gamma, self.gammax, p1.weight, p1.bias)
         if torch.is_grad_enabled() and any(t.requires_grad for t in args):
