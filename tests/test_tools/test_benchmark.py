@@ -83,6 +83,29 @@ def test_benchmark_runs_on_a_vit(tmp_path):
     assert res['mona-lowmem']['saved_mb_fp32'] < res['mona']['saved_mb_fp32']
 
 
+def test_interrupted_run_resumes_from_its_partial_json(tmp_path):
+    """The JSON is rewritten after every mode; --resume measures only the modes it lacks and
+    refuses a file of another measurement."""
+    out_json = tmp_path / 'b.json'
+    base = [PY, BENCH, '--arch', '32,1,1,1,1,1,2,4,8', '--size', '32', '32', '--batch', '1',
+            '--count-memory', '--json', str(out_json)]
+    run_tool(base + ['--modes', 'full', 'mona'], cwd=tmp_path)
+    data = json.loads(out_json.read_text())
+    data['results'].pop('mona')  # as an interrupted 3-mode run leaves it
+    data['results']['full']['marker'] = 1
+    data['partial'] = dict(remaining=['mona', 'lora'])
+    out_json.write_text(json.dumps(data))
+    assert 'still to measure mona, lora' in _bench_module().render(str(out_json))
+    out = run_tool(base + ['--modes', 'full', 'mona', 'lora', '--resume'], cwd=tmp_path)
+    assert 'full: kept from' in out and '[benchmark] mona (1/1)' in out
+    data = json.loads(out_json.read_text())
+    assert list(data['results']) == ['full', 'mona', 'lora'] and 'partial' not in data
+    assert data['results']['full']['marker'] == 1  # kept, not measured again
+    with pytest.raises(AssertionError, match='holds another measurement .*size'):
+        run_tool([a if a != '32' else '64' for a in base] + ['--modes', 'full', '--resume'],
+                 cwd=tmp_path)
+
+
 def test_modes_are_method_slugs():
     bench = _bench_module()
     assert bench.mode_name('norm-tuning') == 'norm-tuning'

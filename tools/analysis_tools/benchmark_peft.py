@@ -685,6 +685,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--compile-backend', default='inductor', metavar='BACKEND',
                         help='torch.compile backend for --compile, e.g. aot_eager to check '
                         'the graphs without generating code (default: %(default)s).')
+    parser.add_argument('--resume', action='store_true',
+                        help='With --json: keep the modes an interrupted run of the same '
+                        'measurement already wrote there and measure only the others (the '
+                        'file is rewritten after every mode, so a long run can span '
+                        'sessions).')
     parser.add_argument('--from-json', metavar='JSON',
                         help='Print the header and table of a file written by --json again, '
                         'with mode names in the current spelling, and measure nothing.')
@@ -692,6 +697,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--memory-mode', help=argparse.SUPPRESS)
     parser.add_argument('--memory-dtypes', nargs='+', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.resume and not args.json:
+        parser.error('--resume continues the run recorded in --json FILE: give --json')
     if args.compile and args.count_memory:
         parser.error('--compile measures the time and allocated memory of eager and compiled '
                      'steps; run --count-memory without it (a compiled graph keeps its saved '
@@ -767,7 +774,11 @@ def render(path: str) -> str:
             results[mode_name(mode)] = r
         except argparse.ArgumentTypeError:  # a mode of another version: as written
             results[mode] = r
-    return report(info, results)
+    text = report(info, results)
+    if data.get('partial'):
+        text += ('\n\npartial run: still to measure ' + ', '.join(data['partial']['remaining'])
+                 + ' (the same command with --resume)')
+    return text
 
 
 def report(info: dict, results: Dict[str, dict]) -> str:
@@ -799,9 +810,13 @@ def main() -> None:
     if args.memory_mode:
         print(json.dumps(measure_cpu_memory(args.memory_mode, args.memory_dtypes, args)))
         return
-    results: Dict[str, Dict[str, float]] = {}
+    info = _run_info(args)
+    results: Dict[str, Dict[str, float]] = _resumed(args, info) if args.resume else {}
     for rep in range(args.repeat):
         for mode in args.modes:
+            if rep == 0 and mode in results:
+                print(f'[benchmark] {mode}: kept from {args.json}', flush=True)
+                continue
             print(f'[benchmark] {mode} ({rep + 1}/{args.repeat}) ...', flush=True)
             res = _measure_mode(mode, argv, args, repeat=mode in results)
             if mode in results:  # keep the fastest median of the repeats
@@ -810,7 +825,25 @@ def main() -> None:
                         results[mode][k] = min(results[mode].get(k, v), v)
             else:
                 results[mode] = res
+            if args.json and rep == 0 and len(results) < len(args.modes):
+                _write_json(args, info, results, partial=True)
+    if args.compile:
+        print(report(info, results))
+    else:
+        print(header(info) + '\n')
+        print(memory_table(results, args.dtype) if args.count_memory else
+              table(results, args.dtype, args.device))
+    if args.json:
+        _write_json(args, info, results)
 
+
+#: What must match for --resume to keep a file's results (not the command line's spelling).
+_SAME_RUN = ('device', 'torch', 'backbone', 'arch', 'size', 'batch', 'dtypes', 'iters',
+             'warmup', 'repeat', 'with_cp', 'memory', 'compile')
+
+
+def _run_info(args: argparse.Namespace) -> dict:
+    """The ``info`` part of the JSON: device, versions and what is measured."""
     import mmcv
     import mmdet
     import mmengine
@@ -836,21 +869,39 @@ def main() -> None:
                     compile_time='wall seconds of the compiled calls until one compiles '
                     'nothing, own empty inductor cache per mode')
     # as the JSON holds it (tuples become lists): --from-json prints the same header
-    info = json.loads(json.dumps(info))
-    if args.compile:
-        print(report(info, results))
-    else:
-        print(header(info) + '\n')
-        print(memory_table(results, args.dtype) if args.count_memory else
-              table(results, args.dtype, args.device))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        data = dict(info=info, results=results)
-        if args.compile:
-            data['ratios'] = compile_ratios(results, args.dtype)
-        with open(args.json, 'w') as f:
-            json.dump(data, f, indent=1)
+    return json.loads(json.dumps(info))
 
+
+def _resumed(args: argparse.Namespace, info: dict) -> Dict[str, dict]:
+    """The results an earlier run of the same measurement wrote to ``--json`` (none if the
+    file does not exist); another measurement there is refused, not mixed in."""
+    if not os.path.exists(args.json):
+        return {}
+    with open(args.json) as f:
+        data = json.load(f)
+    old = data.get('info', {})
+    differ = [k for k in _SAME_RUN if old.get(k) != info.get(k)]
+    if differ:
+        raise SystemExit(f'--resume: {args.json} holds another measurement (differs in '
+                         f'{", ".join(differ)}); write to another --json file')
+    return {m: r for m, r in data.get('results', {}).items() if m in args.modes}
+
+
+def _write_json(args: argparse.Namespace, info: dict, results: Dict[str, dict],
+                partial: bool = False) -> None:
+    """Write the JSON (atomically: an interrupted write keeps the previous file); a partial
+    one lists the modes still to measure."""
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    data = dict(info=info, results=results)
+    if args.compile:
+        data['ratios'] = compile_ratios(results, args.dtype)
+    if partial:
+        data['partial'] = dict(remaining=[m for m in args.modes if m not in results],
+                               resume=f'the same command with --resume')
+    tmp = f'{args.json}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, args.json)
 
 if __name__ == '__main__':
     main()
