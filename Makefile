@@ -9,5 +9,6 @@ env:
 demo: env
 	$(PY) tools/demo.py
 
+# every core runs tests (pytest-xdist), a file's tests together and in order, one thread each
 test: env
-	$(PY) -m pytest tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -n auto --dist loadfile
