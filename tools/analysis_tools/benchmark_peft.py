@@ -827,6 +827,7 @@ def main() -> None:
                 results[mode] = res
             if args.json and rep == 0 and len(results) < len(args.modes):
                 _write_json(args, info, results, partial=True)
+    results = {m: results[m] for m in args.modes}  # the command's order, resumed or not
     if args.compile:
         print(report(info, results))
     else:
