@@ -112,6 +112,7 @@ def test_adapter_only_load_logs_a_summary(tmp_path):
         logger.removeHandler(keep)
     text = '\n'.join(lines)
     assert 'missing keys' not in text and 'unexpected key' not in text, text
-    assert max(map(len, lines)) < 200, text
+    # short lines, however long the temporary folder's name is
+    assert max(len(line.replace(str(tmp_path), 'DIR')) for line in lines) < 200, text
     assert 'adapter-only checkpoint composed with its pretrained backbone' in text
     assert 'adapter tensors loaded' in text

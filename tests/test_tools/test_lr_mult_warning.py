@@ -56,7 +56,8 @@ def test_backbone_lr_mult_without_our_constructor_warns(monkeypatch, tmp_path):
         @staticmethod
         def from_cfg(cfg):
             return types.SimpleNamespace(
-                logger=types.SimpleNamespace(warning=logged.append), train=lambda: None)
+                cfg=cfg, logger=types.SimpleNamespace(warning=logged.append),
+                train=lambda: None)
 
     monkeypatch.setattr(tool, 'Runner', Runner)
     monkeypatch.setattr('sys.argv', [
