@@ -14,6 +14,7 @@ from mona_mm.models import PEFTBackbone
 from mona_mm.models.peft.base import iter_adapters
 from mona_mm.models.peft.names import METHOD_TYPES
 from mona_mm.pruning import apply_structure, get_structure
+from tests.test_models.test_backbones.peft_checks import weighted_loss
 
 SWIN = dict(embed_dims=32, depths=(1, 1), num_heads=(1, 2), strides=(4, 2), out_indices=(0, 1))
 VIT = dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
@@ -144,7 +145,7 @@ def _eager_and_compiled(model, x, backend, steps=1):
         fn = torch.compile(model, backend=backend) if compiled else model
         model.zero_grad()
         out = fn(x)
-        sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in out).backward()
+        weighted_loss(out).backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append(([o.detach() for o in out], grads))
     dynamo.reset()

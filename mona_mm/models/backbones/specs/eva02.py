@@ -12,17 +12,21 @@ alone, as on the ViT.
 from ..spec import AdapterPoint, BackboneSpec, register_spec
 from .beit import convert_beit
 
+#: The points of pre-norm blocks that add both branches in their own code through one drop
+#: path (EVA-02, HiViT's main stage).
+STREAM_POINTS = dict(
+    attn_out=AdapterPoint('output', 'attn'),
+    post_attn=AdapterPoint('stream', 'norm2', consumer='drop_path'),
+    mlp_parallel=AdapterPoint('parallel', 'mlp'),
+    mlp_out=AdapterPoint('output', 'mlp'),
+    post_mlp=AdapterPoint('output', ''),
+)
+
 EVA02 = register_spec(
     BackboneSpec(
         name='EVA-02',
         blocks=(r'layers\.\d+', ),
-        points=dict(
-            attn_out=AdapterPoint('output', 'attn'),
-            post_attn=AdapterPoint('stream', 'norm2', consumer='drop_path'),
-            mlp_parallel=AdapterPoint('parallel', 'mlp'),
-            mlp_out=AdapterPoint('output', 'mlp'),
-            post_mlp=AdapterPoint('output', ''),
-        ),
+        points=STREAM_POINTS,
         width='norm1',
         layout='tokens',
         grid='block_arg',

@@ -25,19 +25,14 @@ adapter methods; Full trains them, BitFit and NormTuning tune their biases and n
 everywhere else. ``MAEHiViT`` (its main stage sees only the kept patches: no grid for Mona) is
 not registered.
 """
-from ..spec import AdapterPoint, BackboneSpec, register_spec
+from ..spec import BackboneSpec, register_spec
+from .eva02 import STREAM_POINTS
 
 HIVIT = register_spec(
     BackboneSpec(
         name='HiViT',
         blocks=(r'blocks\.\d+', ),
-        points=dict(
-            attn_out=AdapterPoint('output', 'attn'),
-            post_attn=AdapterPoint('stream', 'norm2', consumer='drop_path'),
-            mlp_parallel=AdapterPoint('parallel', 'mlp'),
-            mlp_out=AdapterPoint('output', 'mlp'),
-            post_mlp=AdapterPoint('output', ''),
-        ),
+        points=STREAM_POINTS,
         width='norm1',
         layout='tokens',
         grid='patch_embed_input',
