@@ -75,3 +75,34 @@ def logged_lines(level: int = logging.DEBUG):
         yield lines
     finally:
         logger.removeHandler(keep)
+
+
+def _rss_mb() -> float:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+# Big models (Swin-L, BEiT) sit in reference cycles that Python's collector reaches late, and
+# the allocator keeps freed pages: two xdist workers then grew past this machine's 24 GiB.
+# A full collection costs ~0.2 s, so it runs only once a worker holds more than this.
+_COLLECT_ABOVE_MB = float(os.environ.get('MONA_MM_TEST_COLLECT_MB', 2500))
+
+
+@pytest.fixture(autouse=True)
+def _bounded_memory(request):
+    """Collect and return freed memory to the OS after a test that left the worker big; with
+    MONA_MM_RSS_LOG=<file>, append each test's resident memory (MiB) to that file."""
+    yield
+    if _rss_mb() > _COLLECT_ABOVE_MB:
+        import ctypes
+        import gc
+        gc.collect()
+        try:
+            ctypes.CDLL('libc.so.6').malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+    log = os.environ.get('MONA_MM_RSS_LOG')
+    if log:
+        worker = os.environ.get('PYTEST_XDIST_WORKER', 'main')
+        with open(log, 'a') as f:
+            f.write(f'{worker}\t{_rss_mb():.0f}\t{request.node.nodeid}\n')
