@@ -27,9 +27,14 @@ def test_benchmark_small_run(tmp_path):
     out = run_tool([PY, osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark_peft.py'),
                     '--arch', '32,1,1,1,1,1,2,4,8', '--size', '64', '64', '--batch', '1',
                     '--iters', '2', '--warmup', '1', '--dtype', 'fp32', 'bf16', '--modes', 'full',
-                    'MonaReference', 'mona', 'mona_mimi', '--json', str(out_json)],
+                    'MonaReference', 'mona', 'mona_mimi', '--json', str(out_json), '--profile'],
                    cwd=tmp_path)
     assert '| mode | trainable |' in out
+    # --profile: an operator table of one train step and one inference call per mode
+    for mode in ('full', 'mona-reference', 'mona', 'mona-mimi'):
+        for title in (mode, f'{mode}, inference'):
+            table = out.split(f'[profile {title}]\n', 1)[1]
+            assert 'Self CPU' in table.split('\n', 2)[1]
     data = json.loads(out_json.read_text())
     res = data['results']
     # a registered type and the earlier underscore spelling are read as today's modes
@@ -141,9 +146,12 @@ def test_benchmark_compile_side_by_side(tmp_path):
     out = run_tool([PY, BENCH, '--backbone', 'vit', '--arch', '32,1,1,64', '--size', '32', '32',
                     '--batch', '1', '--iters', '2', '--warmup', '1', '--dtype', 'fp32',
                     '--device', 'cpu', '--compile', '--compile-backend', 'aot_eager',
-                    '--modes', *modes, '--json', str(out_json)], cwd=tmp_path)
+                    '--modes', *modes, '--json', str(out_json), '--profile'], cwd=tmp_path)
     data = json.loads(out_json.read_text())
     res, ratios = data['results'], data['ratios']['fp32']
+    for mode in modes:  # --profile: train step and inference, eager and compiled
+        for title in ('eager', 'compiled', 'inference, eager', 'inference, compiled'):
+            assert f'[profile {mode}, {title}]\n' in out, (mode, title)
     assert data['info']['compile'] == 'aot_eager'
     assert list(res) == modes
     for mode, r in res.items():

@@ -202,11 +202,20 @@ def measure(mode: str, args) -> Dict[str, float]:
                 if i >= args.warmup:
                     times.append(time.perf_counter() - t0)
         res[f'infer_ms_{dtype}'] = 1e3 * statistics.median(times)
+        if args.profile and dtype == args.dtype[0]:
+            _print_profile(f'{mode}, inference', partial(_infer_once, inf, x, device, amp),
+                           device)
     if args.profile:
         bb.train()
         _print_profile(mode, partial(_train_step, bb, x, opt, device, args.dtype[0] == 'bf16'),
                        device)
     return res
+
+
+def _infer_once(net: torch.nn.Module, x: torch.Tensor, device: str, amp: bool) -> None:
+    with torch.no_grad(), torch.autocast(device.split(':')[0], dtype=torch.bfloat16,
+                                         enabled=amp):
+        net(x)
 
 
 def _print_profile(title: str, step, device: str) -> None:
@@ -406,6 +415,11 @@ def measure_compiled(mode: str, args) -> Dict[str, object]:
                 net(x)
 
         total = measure_pair('infer', dtype, infer, partial(infer, forward_c))
+        if args.profile and dtype == args.dtype[0]:
+            _print_profile(f'{mode}, inference, eager', infer, device)
+            if total is not None:
+                _print_profile(f'{mode}, inference, compiled', partial(infer, forward_c),
+                               device)
         if total is None:
             continue
         res[f'graphs_infer_{dtype}'] = total['graphs']
@@ -673,7 +687,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'versions to this JSON file.')
     parser.add_argument('--profile', action='store_true',
                         help='Also print a torch.profiler table (top ops) of one train step '
-                        'per mode, to show where the time and memory go.')
+                        'and one inference call per mode (eager and, with --compile, '
+                        'compiled), to show where the time and memory go.')
     parser.add_argument('--count-memory', action='store_true',
                         help='Count the memory a train step holds (weights, gradients, AdamW '
                         'state, saved activations) instead of timing; the count is '
