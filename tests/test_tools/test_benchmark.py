@@ -35,6 +35,8 @@ def test_benchmark_small_run(tmp_path):
         for title in (mode, f'{mode}, inference'):
             table = out.split(f'[profile {title}]\n', 1)[1]
             assert 'Self CPU' in table.split('\n', 2)[1]
+            by_shape = out.split(f'[profile {title}, by input shape]\n', 1)[1]
+            assert 'Input Shapes' in by_shape.split('\n', 2)[1]
     data = json.loads(out_json.read_text())
     res = data['results']
     # a registered type and the earlier underscore spelling are read as today's modes

@@ -219,15 +219,20 @@ def _infer_once(net: torch.nn.Module, x: torch.Tensor, device: str, amp: bool) -
 
 
 def _print_profile(title: str, step, device: str) -> None:
-    """A torch.profiler table (top ops) of one call of ``step``, to stderr."""
+    """Two torch.profiler tables of one call of ``step``, to stderr: the top operators, then
+    the top (operator, input shapes) pairs, which tell the adapters' matmuls (a 64-wide side)
+    from the backbone's."""
     from torch.profiler import ProfilerActivity, profile
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
                                      if device.startswith('cuda') else [])
-    with profile(activities=acts, profile_memory=True) as prof:
+    with profile(activities=acts, profile_memory=True, record_shapes=True) as prof:
         step()
         _sync(device)
     key = 'self_cuda_time_total' if device.startswith('cuda') else 'self_cpu_time_total'
     print(f'[profile {title}]\n' + prof.key_averages().table(sort_by=key, row_limit=15),
+          file=sys.stderr)
+    by_shape = prof.key_averages(group_by_input_shape=True)
+    print(f'[profile {title}, by input shape]\n' + by_shape.table(sort_by=key, row_limit=25),
           file=sys.stderr)
 
 
