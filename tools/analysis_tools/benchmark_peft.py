@@ -413,18 +413,13 @@ def measure_compiled(mode: str, args) -> Dict[str, object]:
     forward_c = torch.compile(inf, backend=backend)
     for dtype in args.dtype:
         amp = dtype == 'bf16'
-
-        def infer(net=inf, amp=amp):
-            with torch.no_grad(), torch.autocast(device.split(':')[0], dtype=torch.bfloat16,
-                                                 enabled=amp):
-                net(x)
-
-        total = measure_pair('infer', dtype, infer, partial(infer, forward_c))
+        infer = partial(_infer_once, inf, x, device, amp)
+        infer_c = partial(_infer_once, forward_c, x, device, amp)
+        total = measure_pair('infer', dtype, infer, infer_c)
         if args.profile and dtype == args.dtype[0]:
             _print_profile(f'{mode}, inference, eager', infer, device)
             if total is not None:
-                _print_profile(f'{mode}, inference, compiled', partial(infer, forward_c),
-                               device)
+                _print_profile(f'{mode}, inference, compiled', infer_c, device)
         if total is None:
             continue
         res[f'graphs_infer_{dtype}'] = total['graphs']
